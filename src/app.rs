@@ -1,0 +1,132 @@
+//! The running hub: history writer, live state and one task per bus, started from a checked
+//! config and stopped in order (sources first, then the writer, which flushes what it holds).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{BusKind, Loaded};
+use crate::hub::{DeviceInfo, Hub};
+use crate::modbus::ModbusBus;
+use crate::store::{self, SeriesDef, WriterHandle, WriterOptions};
+
+/// Batches of readings waiting for the writer; beyond this the sources wait (back-pressure).
+const STORE_QUEUE: usize = 1024;
+
+pub struct App {
+    pub hub: Arc<Hub>,
+    pub writer: WriterHandle,
+    pub db_path: std::path::PathBuf,
+    sources: JoinSet<()>,
+    stop_sources: CancellationToken,
+}
+
+impl App {
+    /// Starts everything the config describes.
+    pub async fn start(loaded: &Loaded) -> anyhow::Result<Self> {
+        let cfg = &loaded.config;
+        let data_dir = &cfg.hub.data_dir;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating data_dir {}", data_dir.display()))?;
+        let db_path = data_dir.join(store::DB_FILE);
+
+        let mut series = Vec::new();
+        let mut devices = Vec::new();
+        for d in cfg.devices.iter().filter(|d| d.enabled) {
+            let Some(profile) = loaded.device_profiles.get(&d.id) else { continue };
+            for p in profile.visible_points() {
+                series.push(SeriesDef {
+                    device: d.id.clone(),
+                    point: p.name.to_string(),
+                    unit: p.unit.as_deref().map(str::to_owned),
+                    kind: p.kind,
+                });
+            }
+            devices.push(DeviceInfo {
+                id: Arc::from(d.id.as_str()),
+                name: d.display_name().to_string(),
+                profile: profile.id.clone(),
+                category: profile.category.clone(),
+                location: d.location.clone(),
+            });
+        }
+
+        let (tx, rx) = mpsc::channel(STORE_QUEUE);
+        let opts = WriterOptions::new(db_path.clone(), cfg.hub.timezone.0, cfg.history.clone(), series);
+        let writer = store::spawn_writer(opts, rx)?;
+        let hub = Hub::new(devices, Some(tx));
+
+        let stop_sources = CancellationToken::new();
+        let mut sources = JoinSet::new();
+        for bus in &cfg.buses {
+            if bus.kind == BusKind::Dlt645 {
+                continue;
+            }
+            let b = ModbusBus::from_config(loaded, bus)?;
+            if b.device_count() == 0 {
+                warn!(bus = %bus.id, "bus has no enabled devices; not polled");
+                continue;
+            }
+            sources.spawn(b.run(hub.clone(), stop_sources.clone()));
+        }
+        info!(
+            hub = %cfg.hub.id,
+            devices = cfg.devices.len(),
+            buses = cfg.buses.len(),
+            history = %db_path.display(),
+            "parkhub running"
+        );
+        Ok(Self {
+            hub,
+            writer,
+            db_path,
+            sources,
+            stop_sources,
+        })
+    }
+
+    /// Stops the sources (waiting up to `deadline` for in-flight polls), then lets the writer
+    /// store what it holds and finish.
+    pub async fn stop(mut self, deadline: Duration) -> anyhow::Result<()> {
+        self.stop_sources.cancel();
+        let drained = tokio::time::timeout(deadline, async {
+            while self.sources.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!("sources did not stop within {deadline:?}; aborting them");
+            self.sources.abort_all();
+        }
+        // The writer stops once the last sender (inside the hub) is gone.
+        drop(self.hub);
+        self.writer.join().await
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd stop).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

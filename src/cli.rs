@@ -1,0 +1,226 @@
+//! The command line of DESIGN.md.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Parity;
+
+pub const DEFAULT_CONFIG: &str = "/etc/parkhub/parkhub.toml";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "parkhub",
+    version,
+    about = "Edge monitoring hub for digital small/micro-enterprise parks (数字化小微企业园)",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Log filter, e.g. `info` or `parkhub=debug` (default: $RUST_LOG, else info).
+    #[arg(long, global = true)]
+    pub log: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the hub.
+    Run {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// A simulated park (meters on an in-process Modbus server) and the hub polling it.
+    Demo(DemoArgs),
+    /// Check a config and every profile it uses; print every error with file, line and key.
+    Check {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Read every point of one device once.
+    Probe(ProbeArgs),
+    /// List the unit ids that answer on a line.
+    Scan(ScanArgs),
+    /// The firmware profiles (bundled, plus a directory of your own).
+    Profiles {
+        #[command(subcommand)]
+        command: ProfilesCommand,
+        /// Also load the profiles in this directory.
+        #[arg(long, global = true)]
+        profiles_dir: Option<PathBuf>,
+    },
+    /// Export the history of one point.
+    History(HistoryArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfilesCommand {
+    /// One line per profile.
+    List,
+    /// A profile's serial defaults and points.
+    Show { id: String },
+}
+
+/// Where to reach a line, for `probe` and `scan`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false, id = "line")]
+pub struct LineArgs {
+    /// Modbus TCP device or gateway, host:port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub tcp: Option<String>,
+    /// RTU through a serial server / DTU, host:port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub rtu_over_tcp: Option<String>,
+    /// Local serial port (RS-485 adapter), e.g. /dev/ttyUSB0.
+    #[arg(long, value_name = "DEV")]
+    pub serial: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SerialArgs {
+    /// Baud rate (default: the profile's, else 9600).
+    #[arg(long)]
+    pub baud: Option<u32>,
+    /// N, E or O (default: the profile's, else N).
+    #[arg(long)]
+    pub parity: Option<Parity>,
+    #[arg(long, value_parser = clap::value_parser!(u8).range(7..=8))]
+    pub data_bits: Option<u8>,
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub stop_bits: Option<u8>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Firmware profile id (see `parkhub profiles list`).
+    #[arg(long)]
+    pub profile: String,
+    #[command(flatten)]
+    pub line: LineArgs,
+    #[command(flatten)]
+    pub serial: SerialArgs,
+    /// Modbus unit id, 1..247 (default: the profile's factory unit).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=247))]
+    pub unit: Option<u8>,
+    /// Answer timeout per request.
+    #[arg(long, default_value_t = 1000)]
+    pub timeout_ms: u64,
+    /// One JSON object per point and line: {"point":…,"value":…,"unit":…}.
+    #[arg(long)]
+    pub json: bool,
+    /// Also load profiles from this directory.
+    #[arg(long)]
+    pub profiles_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    pub line: LineArgs,
+    #[command(flatten)]
+    pub serial: SerialArgs,
+    /// Unit ids to try, e.g. `1-247` or `1-10,20`.
+    #[arg(long, default_value = "1-247")]
+    pub units: String,
+    /// How long to wait for each unit.
+    #[arg(long, default_value_t = 200)]
+    pub timeout_ms: u64,
+    /// Register to read from each unit (any answer, even an exception, means "there").
+    #[arg(long, default_value_t = 0)]
+    pub register: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[arg(long, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    #[arg(long)]
+    pub device: String,
+    #[arg(long)]
+    pub point: String,
+    /// Start: RFC 3339, unix seconds or a local date YYYY-MM-DD (default: 24 hours ago).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End: as --from (default: now).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Summarise per this many seconds (average; a counter's reading at the bucket's end).
+    #[arg(long)]
+    pub step: Option<i64>,
+    /// A counter's consumption per --step (default 3600; 86400 gives local days).
+    #[arg(long)]
+    pub consumption: bool,
+    /// CSV with a `ts,value` header instead of a table.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's history here instead of a temporary directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    pub seconds: Option<u64>,
+    /// Seconds between the printed tables.
+    #[arg(long, default_value_t = 5)]
+    pub every: u64,
+}
+
+/// Parses `1-247`, `5`, `1-10,20,30-32` into unit ids.
+pub fn parse_units(spec: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let parse = |s: &str| -> Result<u8, String> {
+            s.parse::<u8>()
+                .ok()
+                .filter(|u| (1..=247).contains(u))
+                .ok_or_else(|| format!("`{s}` is not a unit id in 1..247"))
+        };
+        let (a, b) = (parse(a)?, parse(b)?);
+        if a > b {
+            return Err(format!("range `{part}` runs backwards"));
+        }
+        out.extend(a..=b);
+    }
+    if out.is_empty() {
+        return Err("no unit ids given".into());
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn unit_lists_accept_ranges_and_reject_nonsense() {
+        assert_eq!(parse_units("1-3,7,2").unwrap(), vec![1, 2, 3, 7]);
+        assert_eq!(parse_units("1-247").unwrap().len(), 247);
+        assert!(parse_units("0-3").is_err());
+        assert!(parse_units("5-2").is_err());
+        assert!(parse_units("248").is_err());
+        assert!(parse_units("").is_err());
+    }
+
+    #[test]
+    fn probe_needs_exactly_one_line() {
+        assert!(Cli::try_parse_from(["parkhub", "probe", "--profile", "x", "--unit", "1"]).is_err());
+        assert!(Cli::try_parse_from(["parkhub", "probe", "--profile", "x", "--tcp", "a:1", "--serial", "/dev/x"]).is_err());
+        assert!(Cli::try_parse_from(["parkhub", "probe", "--profile", "x", "--tcp", "a:1", "--unit", "1", "--json"]).is_ok());
+        assert!(Cli::try_parse_from(["parkhub", "probe", "--profile", "x", "--tcp", "a:1", "--unit", "300"]).is_err());
+    }
+}

@@ -1,0 +1,81 @@
+//! `parkhub check`: every error at once, or a summary an installer can read back.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config::{self, Loaded};
+use crate::modbus::bus::endpoint_of;
+use crate::modbus::Poller;
+
+pub fn run(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(loaded) => {
+            print!("{}", summary(&loaded));
+            ExitCode::SUCCESS
+        }
+        Err(d) => super::report_config_errors(&d),
+    }
+}
+
+/// What the config sets up, bus by bus.
+pub fn summary(l: &Loaded) -> String {
+    let c = &l.config;
+    let mut out = format!(
+        "{}: OK\nhub {}{} · time zone {} · history in {}\n",
+        l.path.display(),
+        c.hub.id,
+        c.hub.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+        c.hub.timezone.0,
+        c.hub.data_dir.display(),
+    );
+    for bus in &c.buses {
+        let devices: Vec<_> = c.devices.iter().filter(|d| d.enabled && d.bus.as_deref() == Some(bus.id.as_str())).collect();
+        let endpoint = endpoint_of(l, bus).map(|e| e.to_string()).unwrap_or_else(|e| e.to_string());
+        let requests: usize = devices
+            .iter()
+            .filter_map(|d| l.device_profiles.get(&d.id))
+            .map(|p| Poller::new("".into(), 1, p.clone(), std::time::Duration::from_secs(1)).requests_per_poll())
+            .sum();
+        out += &format!(
+            "bus {} ({}, {}): {} device{}, {} request{} per poll cycle\n",
+            bus.id,
+            bus.kind,
+            endpoint,
+            devices.len(),
+            if devices.len() == 1 { "" } else { "s" },
+            requests,
+            if requests == 1 { "" } else { "s" },
+        );
+        for d in devices {
+            let points = l.device_profiles.get(&d.id).map_or(0, |p| p.visible_points().count());
+            out += &format!(
+                "  {} [{}] unit {} every {} s: {} points\n",
+                d.id,
+                d.profile,
+                d.unit.map_or_else(|| "default".to_string(), |u| u.to_string()),
+                d.poll_interval_s(),
+                points
+            );
+        }
+    }
+    let counts = [
+        ("department", c.departments.len()),
+        ("channel", c.channels.len()),
+        ("route", c.routes.len()),
+    ];
+    let mut rest: Vec<String> = counts
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{n} {k}{}", if *n == 1 { "" } else { "s" }))
+        .collect();
+    if c.mqtt.is_some() {
+        rest.push("mqtt".into());
+    }
+    if c.uplink.is_some() {
+        rest.push("uplink".into());
+    }
+    if !rest.is_empty() {
+        out += &format!("also configured (checked; acted on by later versions): {}\n", rest.join(", "));
+    }
+    out
+}

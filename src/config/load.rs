@@ -1,0 +1,198 @@
+//! Reading a config file: syntax, `${VAR}`, each section on its own, then the checks of
+//! `validate` — and every error of all of them reported together.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use super::validate::{self, Parts};
+use super::{
+    ApiConfig, Config, Diagnostic, Diagnostics, Document, HistoryConfig, KeyPath,
+};
+use crate::profile::{Profile, ProfileRegistry, SerialDefaults};
+
+/// A checked configuration with what was derived while checking it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub path: PathBuf,
+    pub config: Config,
+    pub profiles: ProfileRegistry,
+    /// Each device's profile with its point overrides applied.
+    pub device_profiles: BTreeMap<String, Arc<Profile>>,
+    /// Each serial line's settings: the bus's own, else what its devices' profiles agree on.
+    pub bus_lines: BTreeMap<String, SerialDefaults>,
+}
+
+const SECTIONS: &[&str] = &[
+    "hub",
+    "api",
+    "history",
+    "mqtt",
+    "bus",
+    "device",
+    "department",
+    "channel",
+    "route",
+    "uplink",
+];
+const ARRAYS: &[&str] = &["bus", "device", "department", "channel", "route"];
+
+/// Loads and checks the config at `path`, reading `${VAR}` from the process environment.
+pub fn load(path: &Path) -> Result<Loaded, Diagnostics> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics(vec![Diagnostic {
+            file: path.display().to_string(),
+            line: 1,
+            column: 1,
+            key: String::new(),
+            message: format!("cannot read config file: {e}"),
+        }])
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut loaded = load_str(&path.display().to_string(), &text, base, &|k| {
+        std::env::var(k).ok()
+    })?;
+    loaded.path = path.to_path_buf();
+    Ok(loaded)
+}
+
+/// Loads config text; relative paths in it are taken from `base_dir`.
+pub fn load_str(
+    file: &str,
+    text: &str,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, Diagnostics> {
+    let (mut doc, mut diags) = Document::parse(file, text);
+    diags.extend(doc.expand_env(env));
+
+    for (key, _) in doc.top_keys() {
+        if !SECTIONS.contains(&key.as_str()) {
+            diags.push(doc.diag(
+                &KeyPath::from(key.as_str()),
+                format!("unknown section `{key}` (known: {})", SECTIONS.join(", ")),
+            ));
+        }
+    }
+    for &key in ARRAYS {
+        if let Some(v) = doc.get(&KeyPath::from(key)) {
+            if !matches!(v.get_ref(), toml::de::DeValue::Array(_)) {
+                diags.push(doc.diag(
+                    &KeyPath::from(key),
+                    format!("`{key}` is a list: write each one as [[{key}]]"),
+                ));
+            }
+        }
+    }
+
+    let hub = table(&doc, "hub", &mut diags);
+    if hub.is_none() && doc.get(&KeyPath::from("hub")).is_none() {
+        diags.push(Diagnostic {
+            file: file.to_string(),
+            line: 1,
+            column: 1,
+            key: "hub".into(),
+            message: "missing [hub] section (it needs at least `id`)".into(),
+        });
+    }
+    let mut parts = Parts {
+        hub,
+        api: table::<ApiConfig>(&doc, "api", &mut diags).unwrap_or_default(),
+        history: table::<HistoryConfig>(&doc, "history", &mut diags).unwrap_or_default(),
+        mqtt: table(&doc, "mqtt", &mut diags),
+        buses: array(&doc, "bus", &mut diags),
+        devices: array(&doc, "device", &mut diags),
+        departments: array(&doc, "department", &mut diags),
+        channels: array(&doc, "channel", &mut diags),
+        routes: array(&doc, "route", &mut diags),
+        uplink: table(&doc, "uplink", &mut diags),
+    };
+
+    if let Some(hub) = parts.hub.as_mut() {
+        hub.data_dir = resolve(base_dir, &hub.data_dir);
+        hub.profiles_dir = hub.profiles_dir.as_ref().map(|p| resolve(base_dir, p));
+    }
+
+    let mut profiles = match ProfileRegistry::bundled() {
+        Ok(r) => r,
+        Err(d) => {
+            diags.extend(d);
+            ProfileRegistry::default()
+        }
+    };
+    if let Some(dir) = parts.hub.as_ref().and_then(|h| h.profiles_dir.clone()) {
+        diags.extend(profiles.load_dir(&dir));
+    }
+
+    let resolved = validate::validate(&doc, &parts, &profiles, &mut diags);
+
+    if !diags.is_empty() {
+        return Err(Diagnostics(diags).sorted());
+    }
+    let Some(hub) = parts.hub else {
+        return Err(Diagnostics(diags));
+    };
+    Ok(Loaded {
+        path: PathBuf::from(file),
+        config: Config {
+            hub,
+            api: parts.api,
+            history: parts.history,
+            mqtt: parts.mqtt,
+            buses: strip(parts.buses),
+            devices: strip(parts.devices),
+            departments: strip(parts.departments),
+            channels: strip(parts.channels),
+            routes: strip(parts.routes),
+            uplink: parts.uplink,
+        },
+        profiles,
+        device_profiles: resolved.device_profiles,
+        bus_lines: resolved.bus_lines,
+    })
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn table<T: DeserializeOwned>(
+    doc: &Document<'_>,
+    key: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    match doc.deserialize(&KeyPath::from(key)) {
+        Ok(v) => v,
+        Err(d) => {
+            diags.extend(d);
+            None
+        }
+    }
+}
+
+/// Each element of `[[key]]` on its own, with its index so later errors name the right one.
+fn array<T: DeserializeOwned>(
+    doc: &Document<'_>,
+    key: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<(usize, T)> {
+    (0..doc.array_len(key))
+        .filter_map(|i| match doc.deserialize(&KeyPath::from(key).index(i)) {
+            Ok(v) => v.map(|v| (i, v)),
+            Err(d) => {
+                diags.extend(d);
+                None
+            }
+        })
+        .collect()
+}
+
+fn strip<T>(v: Vec<(usize, T)>) -> Vec<T> {
+    v.into_iter().map(|(_, t)| t).collect()
+}

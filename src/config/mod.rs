@@ -1,0 +1,591 @@
+//! The hub's configuration: TOML as in DESIGN.md, loaded with every error located
+//! (`load`), then checked as a whole (`validate`).
+
+mod doc;
+mod load;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+pub use doc::{expand_str, Diagnostic, Diagnostics, Document, KeyPath, Seg};
+pub use load::{load, load_str, Loaded};
+
+use crate::profile::{DataType, Function, Kind, WordOrder};
+
+/// The whole configuration file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub hub: HubConfig,
+    pub api: ApiConfig,
+    pub history: HistoryConfig,
+    pub mqtt: Option<MqttConfig>,
+    pub buses: Vec<BusConfig>,
+    pub devices: Vec<DeviceConfig>,
+    pub departments: Vec<DepartmentConfig>,
+    pub channels: Vec<ChannelConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub uplink: Option<UplinkConfig>,
+}
+
+impl Config {
+    pub fn bus(&self, id: &str) -> Option<&BusConfig> {
+        self.buses.iter().find(|b| b.id == id)
+    }
+
+    pub fn device(&self, id: &str) -> Option<&DeviceConfig> {
+        self.devices.iter().find(|d| d.id == id)
+    }
+}
+
+/// A secret from the config (usually `${VAR}`): never printed by `Debug` or logs.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// An IANA time zone name, checked when read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timezone(pub chrono_tz::Tz);
+
+impl Default for Timezone {
+    fn default() -> Self {
+        Self(chrono_tz::Asia::Shanghai)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timezone {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        chrono_tz::Tz::from_str(&s).map(Timezone).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "unknown time zone `{s}` (use an IANA name such as \"Asia/Shanghai\")"
+            ))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum Language {
+    #[default]
+    #[serde(rename = "zh-CN")]
+    ZhCn,
+    #[serde(rename = "en")]
+    En,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HubConfig {
+    /// Unique per hub; pushes and the uplink carry it.
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub language: Language,
+    #[serde(default)]
+    pub timezone: Timezone,
+    /// Extra or overriding firmware profiles (`*.toml`), beside the bundled ones.
+    #[serde(default)]
+    pub profiles_dir: Option<PathBuf>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/parkhub")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiConfig {
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub token: Vec<ApiToken>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_api_listen(),
+            token: Vec::new(),
+        }
+    }
+}
+
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiToken {
+    pub name: String,
+    pub role: Role,
+    /// Hex SHA-256 of the token; the token itself never sits in the config.
+    pub sha256: String,
+}
+
+/// Retention of local history, in days.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HistoryConfig {
+    #[serde(default = "default_raw_days")]
+    pub raw_days: u32,
+    #[serde(default = "default_5m_days")]
+    pub rollup_5m_days: u32,
+    #[serde(default = "default_hourly_days")]
+    pub hourly_days: u32,
+    #[serde(default = "default_daily_days")]
+    pub daily_days: u32,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            raw_days: default_raw_days(),
+            rollup_5m_days: default_5m_days(),
+            hourly_days: default_hourly_days(),
+            daily_days: default_daily_days(),
+        }
+    }
+}
+
+fn default_raw_days() -> u32 {
+    7
+}
+fn default_5m_days() -> u32 {
+    35
+}
+fn default_hourly_days() -> u32 {
+    730
+}
+fn default_daily_days() -> u32 {
+    3650
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqttConfig {
+    /// `"embedded"`, or `mqtt://host:1883` / `mqtts://host:8883` for the park's broker.
+    pub broker: String,
+    /// Where the embedded broker listens.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    #[serde(default)]
+    pub keep_alive_s: Option<u64>,
+    /// Accounts of the embedded broker.
+    #[serde(default)]
+    pub user: Vec<MqttUser>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqttUser {
+    pub name: String,
+    pub password_sha256: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BusKind {
+    Tcp,
+    Rtu,
+    RtuOverTcp,
+    Dlt645,
+}
+
+impl fmt::Display for BusKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BusKind::Tcp => "tcp",
+            BusKind::Rtu => "rtu",
+            BusKind::RtuOverTcp => "rtu-over-tcp",
+            BusKind::Dlt645 => "dlt645",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Parity {
+    #[serde(rename = "N", alias = "none")]
+    None,
+    #[serde(rename = "E", alias = "even")]
+    Even,
+    #[serde(rename = "O", alias = "odd")]
+    Odd,
+}
+
+impl fmt::Display for Parity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Parity::None => "N",
+            Parity::Even => "E",
+            Parity::Odd => "O",
+        })
+    }
+}
+
+impl FromStr for Parity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_uppercase().as_str() {
+            "N" | "NONE" => Ok(Parity::None),
+            "E" | "EVEN" => Ok(Parity::Even),
+            "O" | "ODD" => Ok(Parity::Odd),
+            _ => Err(format!("parity `{s}` is not N, E or O")),
+        }
+    }
+}
+
+/// Serial line settings; `None` fields come from the devices' profiles, then 9600 8N1.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct SerialSettings {
+    #[serde(default)]
+    pub baud: Option<u32>,
+    #[serde(default)]
+    pub parity: Option<Parity>,
+    #[serde(default)]
+    pub data_bits: Option<u8>,
+    #[serde(default)]
+    pub stop_bits: Option<u8>,
+}
+
+/// One physical line: a serial port, or the host:port of a Modbus TCP device or serial server.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BusConfig {
+    pub id: String,
+    pub kind: BusKind,
+    /// `host:port` for tcp and rtu-over-tcp.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Serial device for rtu, e.g. `/dev/ttyUSB0`.
+    #[serde(default)]
+    pub serial: Option<PathBuf>,
+    #[serde(default)]
+    pub baud: Option<u32>,
+    #[serde(default)]
+    pub parity: Option<Parity>,
+    #[serde(default)]
+    pub data_bits: Option<u8>,
+    #[serde(default)]
+    pub stop_bits: Option<u8>,
+    /// Answer timeout of one request.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Silence between frames on the line; default 0 for tcp, 20 ms for serial lines.
+    #[serde(default)]
+    pub pause_ms: Option<u64>,
+    /// Failed polls in a row before a device is marked offline.
+    #[serde(default = "default_offline_after")]
+    pub offline_after: u32,
+    /// Ceiling of the back-off of reconnects and of polling offline devices.
+    #[serde(default = "default_max_backoff_s")]
+    pub max_backoff_s: u64,
+}
+
+impl BusConfig {
+    pub fn is_serial_line(&self) -> bool {
+        matches!(self.kind, BusKind::Rtu | BusKind::RtuOverTcp | BusKind::Dlt645)
+    }
+
+    pub fn pause_ms(&self) -> u64 {
+        self.pause_ms
+            .unwrap_or(if self.kind == BusKind::Tcp { 0 } else { 20 })
+    }
+
+    pub fn serial_settings(&self) -> SerialSettings {
+        SerialSettings {
+            baud: self.baud,
+            parity: self.parity,
+            data_bits: self.data_bits,
+            stop_bits: self.stop_bits,
+        }
+    }
+}
+
+fn default_timeout_ms() -> u64 {
+    1000
+}
+fn default_offline_after() -> u32 {
+    3
+}
+fn default_max_backoff_s() -> u64 {
+    60
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Location {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub building: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeviceConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub profile: String,
+    #[serde(default)]
+    pub bus: Option<String>,
+    /// Modbus unit id, 1..247; defaults to the profile's factory unit.
+    #[serde(default)]
+    pub unit: Option<i64>,
+    #[serde(default)]
+    pub poll_interval_s: Option<i64>,
+    /// Overrides the bus's answer timeout for this device.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub location: Location,
+    /// MQTT devices: the topic they publish on.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// OCPP chargers: the charge point id in the WebSocket path.
+    #[serde(default)]
+    pub charge_point_id: Option<String>,
+    /// DL/T 645 and CJ/T 188 meters: the meter address.
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub expire_after_s: Option<u64>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Per-device changes to profile points, or extra points: `[device.point.energy_import]`.
+    #[serde(default)]
+    pub point: BTreeMap<String, PointOverride>,
+}
+
+pub const DEFAULT_POLL_INTERVAL_S: u64 = 10;
+
+impl DeviceConfig {
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+
+    pub fn poll_interval_s(&self) -> u64 {
+        self.poll_interval_s
+            .and_then(|s| u64::try_from(s).ok())
+            .filter(|s| *s > 0)
+            .unwrap_or(DEFAULT_POLL_INTERVAL_S)
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What a device may change of a profile point (or give for a point the profile lacks).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct PointOverride {
+    #[serde(default)]
+    pub register: Option<i64>,
+    #[serde(default)]
+    pub function: Option<Function>,
+    #[serde(default, rename = "type")]
+    pub dtype: Option<DataType>,
+    #[serde(default)]
+    pub order: Option<WordOrder>,
+    #[serde(default)]
+    pub scale: Option<f64>,
+    #[serde(default)]
+    pub offset: Option<f64>,
+    #[serde(default)]
+    pub unit: Option<String>,
+    #[serde(default)]
+    pub kind: Option<Kind>,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub length: Option<u16>,
+    #[serde(default)]
+    pub bit: Option<u8>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DepartmentConfig {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub channels: Vec<String>,
+    #[serde(default)]
+    pub people: Vec<Person>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Person {
+    pub name: String,
+    #[serde(default)]
+    pub mobile: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    Webhook,
+    Dingtalk,
+    Wecom,
+    Feishu,
+    Mqtt,
+    Gpio,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChannelConfig {
+    pub id: String,
+    pub kind: ChannelKind,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// mqtt: topic to publish alarms on.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// gpio: BCM pin of the siren/strobe relay.
+    #[serde(default)]
+    pub pin: Option<u8>,
+    #[serde(default)]
+    pub active_high: Option<bool>,
+    #[serde(default)]
+    pub rate_limit_per_min: Option<u32>,
+    /// Mobiles to @-mention (DingTalk, WeCom).
+    #[serde(default)]
+    pub mobiles: Vec<String>,
+    #[serde(default)]
+    pub language: Option<Language>,
+}
+
+/// A string or a list of strings (`category = "fire"` or `category = ["fire", "security"]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn values(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(s) => vec![s.as_str()],
+            OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RouteMatch {
+    #[serde(default)]
+    pub category: Option<OneOrMany>,
+    #[serde(default)]
+    pub severity: Option<OneOrMany>,
+    #[serde(default)]
+    pub building: Option<OneOrMany>,
+    #[serde(default)]
+    pub zone: Option<OneOrMany>,
+    #[serde(default)]
+    pub device: Option<OneOrMany>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouteConfig {
+    #[serde(default, rename = "match")]
+    pub matcher: RouteMatch,
+    pub departments: Vec<String>,
+    #[serde(default, rename = "continue")]
+    pub continue_matching: bool,
+    #[serde(default)]
+    pub escalate_after_s: Option<u64>,
+    #[serde(default)]
+    pub escalate_to: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UplinkKind {
+    Http,
+    Mqtt,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct UplinkConfig {
+    pub kind: UplinkKind,
+    pub url: String,
+    #[serde(default)]
+    pub token: Option<Secret>,
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    #[serde(default = "default_uplink_interval")]
+    pub interval_s: u64,
+}
+
+fn default_uplink_interval() -> u64 {
+    10
+}
+
+pub const CATEGORIES: &[&str] = &[
+    "fire",
+    "security",
+    "lift",
+    "energy",
+    "charger",
+    "environment",
+    "comm",
+];
+pub const SEVERITIES: &[&str] = &["critical", "major", "minor", "warning"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        assert_eq!(s.expose(), "hunter2");
+    }
+}

@@ -1,0 +1,493 @@
+//! Checks across the whole configuration: references between sections, ranges, duplicates and
+//! the rules each kind of bus, device, channel and uplink has. Every problem is collected.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::{
+    ApiConfig, BusConfig, BusKind, ChannelConfig, ChannelKind, DepartmentConfig, DeviceConfig,
+    Diagnostic, Document, HistoryConfig, HubConfig, KeyPath, MqttConfig, OneOrMany, RouteConfig,
+    UplinkConfig, UplinkKind, CATEGORIES, SEVERITIES,
+};
+use crate::profile::{check_serial_settings, Profile, ProfileRegistry, Protocol, SerialDefaults};
+
+pub(crate) struct Parts {
+    pub hub: Option<HubConfig>,
+    pub api: ApiConfig,
+    pub history: HistoryConfig,
+    pub mqtt: Option<MqttConfig>,
+    pub buses: Vec<(usize, BusConfig)>,
+    pub devices: Vec<(usize, DeviceConfig)>,
+    pub departments: Vec<(usize, DepartmentConfig)>,
+    pub channels: Vec<(usize, ChannelConfig)>,
+    pub routes: Vec<(usize, RouteConfig)>,
+    pub uplink: Option<UplinkConfig>,
+}
+
+#[derive(Default)]
+pub(crate) struct Resolved {
+    pub device_profiles: BTreeMap<String, Arc<Profile>>,
+    pub bus_lines: BTreeMap<String, SerialDefaults>,
+}
+
+struct Check<'a, 'd> {
+    doc: &'a Document<'d>,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl Check<'_, '_> {
+    fn err(&mut self, path: KeyPath, msg: impl Into<String>) {
+        self.diags.push(self.doc.diag(&path, msg));
+    }
+}
+
+pub(crate) fn validate(
+    doc: &Document<'_>,
+    parts: &Parts,
+    profiles: &ProfileRegistry,
+    diags: &mut Vec<Diagnostic>,
+) -> Resolved {
+    let mut c = Check { doc, diags };
+    if let Some(hub) = &parts.hub {
+        check_hub(&mut c, hub);
+    }
+    check_api(&mut c, &parts.api);
+    check_history(&mut c, &parts.history);
+    if let Some(m) = &parts.mqtt {
+        check_mqtt(&mut c, m);
+    }
+    check_buses(&mut c, &parts.buses);
+    let mut resolved = Resolved::default();
+    check_devices(&mut c, parts, profiles, &mut resolved);
+    check_bus_lines(&mut c, parts, &mut resolved);
+    check_notify(&mut c, parts);
+    if let Some(u) = &parts.uplink {
+        check_uplink(&mut c, u);
+    }
+    resolved
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+}
+
+fn id_rule() -> &'static str {
+    "ids are 1-64 letters, digits, `-`, `_` or `.`"
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.chars().all(|ch| ch.is_ascii_hexdigit())
+}
+
+/// Flags ids that are malformed or repeated within one section.
+fn check_ids<'x>(c: &mut Check<'_, '_>, section: &str, ids: impl Iterator<Item = (usize, &'x str)>) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, id) in ids {
+        let path = KeyPath::from(section).index(i).key("id");
+        if !valid_id(id) {
+            c.err(path.clone(), format!("invalid id `{id}`: {}", id_rule()));
+        }
+        if let Some(first) = seen.insert(id, i) {
+            c.err(path, format!("duplicate id `{id}` (also {section}[{first}])"));
+        }
+    }
+}
+
+fn check_hub(c: &mut Check<'_, '_>, hub: &HubConfig) {
+    if !valid_id(&hub.id) {
+        c.err(KeyPath::from("hub").key("id"), format!("invalid hub id `{}`: {}", hub.id, id_rule()));
+    }
+    if let Some(dir) = &hub.profiles_dir {
+        if !dir.is_dir() {
+            c.err(
+                KeyPath::from("hub").key("profiles_dir"),
+                format!("profiles_dir {} is not a directory", dir.display()),
+            );
+        }
+    }
+}
+
+fn check_api(c: &mut Check<'_, '_>, api: &ApiConfig) {
+    let mut names = HashSet::new();
+    for (i, t) in api.token.iter().enumerate() {
+        let path = KeyPath::from("api").key("token").index(i);
+        if !names.insert(t.name.as_str()) {
+            c.err(path.key("name"), format!("duplicate token name `{}`", t.name));
+        }
+        if !is_sha256_hex(&t.sha256) {
+            c.err(
+                path.key("sha256"),
+                "sha256 must be the 64 hex digits of SHA-256(token) (e.g. `printf %s TOKEN | sha256sum`), never the token itself",
+            );
+        }
+    }
+}
+
+fn check_history(c: &mut Check<'_, '_>, h: &HistoryConfig) {
+    for (key, days) in [
+        ("raw_days", h.raw_days),
+        ("rollup_5m_days", h.rollup_5m_days),
+        ("hourly_days", h.hourly_days),
+        ("daily_days", h.daily_days),
+    ] {
+        if days == 0 {
+            c.err(KeyPath::from("history").key(key), "retention must be at least 1 day");
+        }
+    }
+}
+
+fn check_mqtt(c: &mut Check<'_, '_>, m: &MqttConfig) {
+    let at = |k: &str| KeyPath::from("mqtt").key(k);
+    if m.broker == "embedded" {
+        let listen = m.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1883)));
+        if !listen.ip().is_loopback() && m.user.is_empty() {
+            c.err(
+                at("listen"),
+                format!("the embedded broker listens on {listen}, beyond this machine: add [[mqtt.user]] accounts (devices must authenticate)"),
+            );
+        }
+    } else {
+        match url::Url::parse(&m.broker) {
+            Ok(u) if matches!(u.scheme(), "mqtt" | "mqtts") && u.host_str().is_some() => {}
+            _ => c.err(
+                at("broker"),
+                format!("broker `{}` must be \"embedded\" or a mqtt://host:port or mqtts://host:port URL", m.broker),
+            ),
+        }
+        if m.listen.is_some() {
+            c.err(at("listen"), "`listen` is for the embedded broker; this config uses an external one");
+        }
+    }
+    if m.password.is_some() && m.username.is_none() {
+        c.err(at("password"), "a password needs a `username`");
+    }
+    let mut names = HashSet::new();
+    for (i, u) in m.user.iter().enumerate() {
+        let path = at("user").index(i);
+        if !names.insert(u.name.as_str()) {
+            c.err(path.key("name"), format!("duplicate MQTT user `{}`", u.name));
+        }
+        if !is_sha256_hex(&u.password_sha256) {
+            c.err(path.key("password_sha256"), "password_sha256 must be 64 hex digits of SHA-256(password)");
+        }
+    }
+    for (key, file) in [("ca_file", &m.ca_file), ("client_cert", &m.client_cert), ("client_key", &m.client_key)] {
+        if let Some(f) = file {
+            if !f.is_file() {
+                c.err(at(key), format!("{} does not exist", f.display()));
+            }
+        }
+    }
+    if m.client_cert.is_some() != m.client_key.is_some() {
+        c.err(at("client_cert"), "client_cert and client_key go together");
+    }
+}
+
+/// `host:port` with a port; the host may be a name resolved later.
+fn check_host_port(addr: &str) -> Result<(), String> {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
+        _ => Err(format!("address `{addr}` must be host:port, e.g. 192.168.1.20:502")),
+    }
+}
+
+fn check_buses(c: &mut Check<'_, '_>, buses: &[(usize, BusConfig)]) {
+    check_ids(c, "bus", buses.iter().map(|(i, b)| (*i, b.id.as_str())));
+    let mut endpoints: HashMap<String, &str> = HashMap::new();
+    for (i, b) in buses {
+        let at = |k: &str| KeyPath::from("bus").index(*i).key(k);
+        match b.kind {
+            BusKind::Tcp | BusKind::RtuOverTcp => {
+                match &b.address {
+                    None => c.err(at("kind"), format!("a {} bus needs `address = \"host:port\"`", b.kind)),
+                    Some(a) => {
+                        if let Err(e) = check_host_port(a) {
+                            c.err(at("address"), e);
+                        }
+                        // Two buses on one endpoint would race on one line: say so.
+                        if let Some(other) = endpoints.insert(a.clone(), b.id.as_str()) {
+                            c.err(at("address"), format!("bus `{other}` already uses {a}: one line, one bus (put both devices on one bus)"));
+                        }
+                    }
+                }
+                if b.serial.is_some() {
+                    c.err(at("serial"), format!("`serial` is for rtu buses, not {}", b.kind));
+                }
+            }
+            BusKind::Rtu => {
+                match &b.serial {
+                    None => c.err(at("kind"), "an rtu bus needs `serial = \"/dev/ttyUSB0\"` (or similar)"),
+                    Some(p) => {
+                        let key = p.display().to_string();
+                        if let Some(other) = endpoints.insert(key.clone(), b.id.as_str()) {
+                            c.err(at("serial"), format!("bus `{other}` already uses {key}"));
+                        }
+                    }
+                }
+                if b.address.is_some() {
+                    c.err(at("address"), "`address` is for tcp and rtu-over-tcp buses; an rtu bus uses `serial`");
+                }
+            }
+            BusKind::Dlt645 => c.err(
+                at("kind"),
+                format!("dlt645 buses are not supported by parkhub {} yet", env!("CARGO_PKG_VERSION")),
+            ),
+        }
+        if b.kind == BusKind::Tcp {
+            for (key, given) in [
+                ("baud", b.baud.is_some()),
+                ("parity", b.parity.is_some()),
+                ("data_bits", b.data_bits.is_some()),
+                ("stop_bits", b.stop_bits.is_some()),
+            ] {
+                if given {
+                    c.err(at(key), format!("`{key}` is a serial setting; a tcp bus has none"));
+                }
+            }
+        }
+        if b.timeout_ms == 0 {
+            c.err(at("timeout_ms"), "timeout_ms must be positive");
+        }
+        if b.offline_after == 0 {
+            c.err(at("offline_after"), "offline_after must be at least 1");
+        }
+        if b.max_backoff_s == 0 {
+            c.err(at("max_backoff_s"), "max_backoff_s must be at least 1");
+        }
+    }
+}
+
+fn check_devices(
+    c: &mut Check<'_, '_>,
+    parts: &Parts,
+    profiles: &ProfileRegistry,
+    resolved: &mut Resolved,
+) {
+    check_ids(c, "device", parts.devices.iter().map(|(i, d)| (*i, d.id.as_str())));
+    let buses: HashMap<&str, &BusConfig> =
+        parts.buses.iter().map(|(_, b)| (b.id.as_str(), b)).collect();
+    let mut units: HashMap<(&str, u8), &str> = HashMap::new();
+    for (i, d) in &parts.devices {
+        let at = |k: &str| KeyPath::from("device").index(*i).key(k);
+        if let Some(p) = d.poll_interval_s {
+            if p < 1 {
+                c.err(at("poll_interval_s"), format!("poll_interval_s must be at least 1 (got {p})"));
+            }
+        }
+        if d.timeout_ms == Some(0) {
+            c.err(at("timeout_ms"), "timeout_ms must be positive");
+        }
+        let Some(profile) = profiles.get(&d.profile) else {
+            let known: Vec<&str> = profiles.ids().collect();
+            c.err(
+                at("profile"),
+                format!("unknown profile `{}` (see `parkhub profiles list`; known: {})", d.profile, known.join(", ")),
+            );
+            continue;
+        };
+        match profile.protocol {
+            Protocol::Modbus => {
+                match d.bus.as_deref() {
+                    None => c.err(at("profile"), format!("device `{}` uses a Modbus profile and needs `bus`", d.id)),
+                    Some(bus) => match buses.get(bus) {
+                        None => {
+                            let known: Vec<&str> = buses.keys().copied().collect();
+                            c.err(at("bus"), format!("no bus `{bus}` (buses: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") }));
+                        }
+                        Some(b) if b.kind == BusKind::Dlt645 => {
+                            c.err(at("bus"), format!("bus `{bus}` speaks DL/T 645, profile {} speaks Modbus", d.profile));
+                        }
+                        Some(_) => {}
+                    },
+                }
+                let unit = d.unit.unwrap_or(i64::from(profile.serial.unit));
+                match u8::try_from(unit) {
+                    Ok(u) if (1..=247).contains(&u) => {
+                        if let Some(bus) = d.bus.as_deref() {
+                            if d.enabled {
+                                if let Some(other) = units.insert((bus, u), d.id.as_str()) {
+                                    c.err(at("unit"), format!("unit {u} on bus `{bus}` is already device `{other}`"));
+                                }
+                            }
+                        }
+                    }
+                    _ => c.err(at("unit"), format!("unit {unit} is outside 1..247")),
+                }
+                for (key, given) in [
+                    ("topic", d.topic.is_some()),
+                    ("charge_point_id", d.charge_point_id.is_some()),
+                    ("address", d.address.is_some()),
+                    ("expire_after_s", d.expire_after_s.is_some()),
+                ] {
+                    if given {
+                        c.err(at(key), format!("`{key}` does not apply to Modbus device `{}`", d.id));
+                    }
+                }
+                match crate::profile::apply_overrides(profile, &d.point) {
+                    Ok(p) => {
+                        resolved.device_profiles.insert(d.id.clone(), Arc::new(p));
+                    }
+                    Err(errs) => {
+                        for (point, field, msg) in errs {
+                            c.err(at("point").key(point).key(field), msg);
+                        }
+                    }
+                }
+            }
+            other => c.err(
+                at("profile"),
+                format!("{other} devices are not supported by parkhub {} yet", env!("CARGO_PKG_VERSION")),
+            ),
+        }
+    }
+}
+
+/// Settles each serial line's settings; the devices on one line must agree with it.
+fn check_bus_lines(c: &mut Check<'_, '_>, parts: &Parts, resolved: &mut Resolved) {
+    for (i, b) in &parts.buses {
+        if b.kind == BusKind::Tcp {
+            continue;
+        }
+        let at = |k: &str| KeyPath::from("bus").index(*i).key(k);
+        let defaults: Vec<(&str, SerialDefaults)> = parts
+            .devices
+            .iter()
+            .filter(|(_, d)| d.bus.as_deref() == Some(b.id.as_str()))
+            .filter_map(|(_, d)| resolved.device_profiles.get(&d.id).map(|p| (d.id.as_str(), p.serial)))
+            .collect();
+        let mut line = SerialDefaults::default();
+        let fields: [(&str, Option<String>, Box<dyn Fn(&SerialDefaults) -> String>); 4] = [
+            ("baud", b.baud.map(|v| v.to_string()), Box::new(|s| s.baud.to_string())),
+            ("parity", b.parity.map(|v| v.to_string()), Box::new(|s| s.parity.to_string())),
+            ("data_bits", b.data_bits.map(|v| v.to_string()), Box::new(|s| s.data_bits.to_string())),
+            ("stop_bits", b.stop_bits.map(|v| v.to_string()), Box::new(|s| s.stop_bits.to_string())),
+        ];
+        for (key, given, of) in &fields {
+            if given.is_some() {
+                continue;
+            }
+            let mut seen: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+            for (dev, s) in &defaults {
+                seen.entry(of(s)).or_default().push(dev);
+            }
+            if seen.len() > 1 {
+                let detail: Vec<String> = seen.iter().map(|(v, devs)| format!("{v} for {}", devs.join(", "))).collect();
+                c.err(at("kind"), format!("the profiles of the devices on this line disagree on {key} ({}): set `{key}` on the bus", detail.join("; ")));
+            }
+        }
+        if let Some((_, first)) = defaults.first() {
+            line = *first;
+        }
+        line.baud = b.baud.unwrap_or(line.baud);
+        line.parity = b.parity.unwrap_or(line.parity);
+        line.data_bits = b.data_bits.unwrap_or(line.data_bits);
+        line.stop_bits = b.stop_bits.unwrap_or(line.stop_bits);
+        for (key, msg) in check_serial_settings(&line) {
+            c.err(at(key), msg);
+        }
+        resolved.bus_lines.insert(b.id.clone(), line);
+    }
+}
+
+fn check_words(c: &mut Check<'_, '_>, path: KeyPath, v: &Option<OneOrMany>, allowed: &[&str]) {
+    if let Some(v) = v {
+        for w in v.values() {
+            if !allowed.contains(&w) {
+                c.err(path.clone(), format!("`{w}` is not one of: {}", allowed.join(", ")));
+            }
+        }
+    }
+}
+
+fn check_notify(c: &mut Check<'_, '_>, parts: &Parts) {
+    check_ids(c, "channel", parts.channels.iter().map(|(i, ch)| (*i, ch.id.as_str())));
+    check_ids(c, "department", parts.departments.iter().map(|(i, d)| (*i, d.id.as_str())));
+    let channels: HashSet<&str> = parts.channels.iter().map(|(_, ch)| ch.id.as_str()).collect();
+    let departments: HashSet<&str> = parts.departments.iter().map(|(_, d)| d.id.as_str()).collect();
+
+    for (i, ch) in &parts.channels {
+        let at = |k: &str| KeyPath::from("channel").index(*i).key(k);
+        match ch.kind {
+            ChannelKind::Webhook | ChannelKind::Dingtalk | ChannelKind::Wecom | ChannelKind::Feishu => {
+                match ch.url.as_deref().map(url::Url::parse) {
+                    None => c.err(at("kind"), format!("a {:?} channel needs `url`", ch.kind).to_lowercase()),
+                    Some(Ok(u)) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+                    Some(_) => c.err(at("url"), "url must be an http:// or https:// URL"),
+                }
+            }
+            ChannelKind::Mqtt => {
+                if ch.topic.as_deref().is_none_or(str::is_empty) {
+                    c.err(at("kind"), "an mqtt channel needs `topic`");
+                }
+            }
+            ChannelKind::Gpio => match ch.pin {
+                None => c.err(at("kind"), "a gpio channel needs `pin` (BCM numbering)"),
+                Some(p) if p > 27 => c.err(at("pin"), format!("pin {p} is not a Raspberry Pi BCM GPIO (0..=27)")),
+                Some(_) => {}
+            },
+        }
+        if ch.rate_limit_per_min == Some(0) {
+            c.err(at("rate_limit_per_min"), "rate_limit_per_min must be at least 1");
+        }
+    }
+    for (i, d) in &parts.departments {
+        for (j, ch) in d.channels.iter().enumerate() {
+            if !channels.contains(ch.as_str()) {
+                c.err(KeyPath::from("department").index(*i).key("channels").index(j), format!("no channel `{ch}`"));
+            }
+        }
+    }
+    for (i, r) in &parts.routes {
+        let at = |k: &str| KeyPath::from("route").index(*i).key(k);
+        if r.departments.is_empty() {
+            c.err(at("departments"), "a route needs at least one department");
+        }
+        for (j, d) in r.departments.iter().enumerate() {
+            if !departments.contains(d.as_str()) {
+                c.err(at("departments").index(j), format!("no department `{d}`"));
+            }
+        }
+        for (j, d) in r.escalate_to.iter().enumerate() {
+            if !departments.contains(d.as_str()) {
+                c.err(at("escalate_to").index(j), format!("no department `{d}`"));
+            }
+        }
+        if r.escalate_after_s == Some(0) {
+            c.err(at("escalate_after_s"), "escalate_after_s must be at least 1");
+        }
+        if r.escalate_after_s.is_some() && r.escalate_to.is_empty() {
+            c.err(at("escalate_after_s"), "escalate_after_s needs `escalate_to`");
+        }
+        let m = at("match");
+        check_words(c, m.key("category"), &r.matcher.category, CATEGORIES);
+        check_words(c, m.key("severity"), &r.matcher.severity, SEVERITIES);
+    }
+}
+
+fn check_uplink(c: &mut Check<'_, '_>, u: &UplinkConfig) {
+    let at = |k: &str| KeyPath::from("uplink").key(k);
+    let schemes: &[&str] = match u.kind {
+        UplinkKind::Http => &["http", "https"],
+        UplinkKind::Mqtt => &["mqtt", "mqtts"],
+    };
+    match url::Url::parse(&u.url) {
+        Ok(p) if schemes.contains(&p.scheme()) && p.host_str().is_some() => {}
+        _ => c.err(at("url"), format!("url must be a {} URL", schemes.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(" or "))),
+    }
+    if u.interval_s == 0 {
+        c.err(at("interval_s"), "interval_s must be at least 1");
+    }
+    if let Some(t) = &u.token {
+        if t.expose().is_empty() {
+            c.err(at("token"), "token is empty");
+        }
+    }
+}

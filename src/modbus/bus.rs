@@ -1,0 +1,479 @@
+//! One scheduler per physical line: the devices on a bus are polled one request at a time, with
+//! a pause between frames, over one connection kept open. A silent device costs its neighbours
+//! at most its own timeout: after a miss the rest of its reads wait for the next cycle, and after
+//! `offline_after` misses it is polled with back-off.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use chrono::Utc;
+use tokio::time::Instant;
+use tokio_modbus::client::Context;
+use tokio_modbus::ExceptionCode;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::decode::{decode, decode_bit};
+use super::link::{self, Answer, Endpoint, ReadError};
+use super::plan::{plan, split, ReadBlock};
+use crate::config::{BusConfig, BusKind, Loaded};
+use crate::hub::{Hub, RequestOutcome};
+use crate::profile::{Kind, PointSource, Profile};
+use crate::reading::{Reading, Value};
+
+/// A line's connection, opened on demand and reopened with back-off after link failures.
+pub struct Line {
+    endpoint: Endpoint,
+    connect_timeout: Duration,
+    pause: Duration,
+    max_backoff: Duration,
+    ctx: Option<Context>,
+    last_io: Option<Instant>,
+    reconnect_at: Option<Instant>,
+    backoff: ExponentialBackoff,
+    last_link_error: Option<String>,
+}
+
+impl Line {
+    pub fn new(endpoint: Endpoint, connect_timeout: Duration, pause: Duration, max_backoff: Duration) -> Self {
+        Self {
+            backoff: Self::backoff(max_backoff),
+            endpoint,
+            connect_timeout,
+            pause,
+            max_backoff,
+            ctx: None,
+            last_io: None,
+            reconnect_at: None,
+            last_link_error: None,
+        }
+    }
+
+    fn backoff(max: Duration) -> ExponentialBackoff {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(max)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The open connection, connecting first if allowed; `Err` while the line is down.
+    pub(crate) async fn ensure(&mut self) -> Result<&mut Context, String> {
+        if self.ctx.is_none() {
+            if let Some(at) = self.reconnect_at {
+                if Instant::now() < at {
+                    return Err(self.last_link_error.clone().unwrap_or_else(|| "link down".into()));
+                }
+            }
+            match link::connect(&self.endpoint, self.connect_timeout).await {
+                Ok(ctx) => {
+                    if self.last_link_error.take().is_some() {
+                        info!(endpoint = %self.endpoint, "line reconnected");
+                    }
+                    self.ctx = Some(ctx);
+                    self.reconnect_at = None;
+                    self.backoff = Self::backoff(self.max_backoff);
+                }
+                Err(e) => {
+                    let msg = format!("cannot open {}: {e}", self.endpoint);
+                    self.link_failed(msg.clone());
+                    return Err(msg);
+                }
+            }
+        }
+        self.ctx.as_mut().ok_or_else(|| "link down".to_string())
+    }
+
+    /// Drops the connection after a late or garbled answer; the next request reopens it at once.
+    pub(crate) fn reopen(&mut self) {
+        self.ctx = None;
+    }
+
+    /// Drops the connection after a link failure; reconnects wait for the back-off.
+    pub(crate) fn link_failed(&mut self, error: String) {
+        if self.last_link_error.is_none() {
+            warn!(endpoint = %self.endpoint, %error, "line down");
+        }
+        self.ctx = None;
+        let delay = self.backoff.next().unwrap_or(self.max_backoff);
+        self.reconnect_at = Some(Instant::now() + delay);
+        self.last_link_error = Some(error);
+    }
+
+    pub(crate) async fn wait_pause(&mut self) {
+        if let Some(last) = self.last_io {
+            tokio::time::sleep_until(last + self.pause).await;
+        }
+    }
+}
+
+/// How a device's reads went in one poll.
+#[derive(Debug, Default)]
+pub struct PollResult {
+    pub readings: Vec<Reading>,
+    /// Whether the device answered anything, even an exception.
+    pub answered: bool,
+    pub outcomes: Vec<RequestOutcome>,
+    /// Point-level or device-level problems, for the status and `probe`.
+    pub errors: Vec<String>,
+    /// Counter points that went backwards since the last poll.
+    pub counter_resets: Vec<Arc<str>>,
+}
+
+/// One device's read plan and what it remembers between polls.
+pub struct Poller {
+    pub id: Arc<str>,
+    pub unit: u8,
+    pub profile: Arc<Profile>,
+    pub timeout: Duration,
+    blocks: Vec<ReadBlock>,
+    last_counter: HashMap<Arc<str>, f64>,
+}
+
+impl Poller {
+    pub fn new(id: Arc<str>, unit: u8, profile: Arc<Profile>, timeout: Duration) -> Self {
+        let regs: Vec<(usize, &crate::profile::RegisterSpec)> = profile
+            .points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.register().map(|r| (i, r)))
+            .collect();
+        let blocks = plan(&regs, profile.limits);
+        Self {
+            id,
+            unit,
+            timeout,
+            blocks,
+            profile,
+            last_counter: HashMap::new(),
+        }
+    }
+
+    /// Requests one poll costs now (more after a device refused a coalesced read).
+    pub fn requests_per_poll(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Reads every point once.
+    pub async fn poll(&mut self, line: &mut Line) -> PollResult {
+        let mut res = PollResult::default();
+        let mut values: Vec<Option<(Value, chrono::DateTime<Utc>)>> = vec![None; self.profile.points.len()];
+        let mut bi = 0;
+        while bi < self.blocks.len() {
+            let block = self.blocks[bi].clone();
+            line.wait_pause().await;
+            let ctx = match line.ensure().await {
+                Ok(ctx) => ctx,
+                Err(e) => {
+                    res.errors.push(e);
+                    break;
+                }
+            };
+            let started = Instant::now();
+            let r = link::read(ctx, self.unit, &block, self.timeout).await;
+            line.last_io = Some(Instant::now());
+            match r {
+                Ok(answer) => {
+                    res.outcomes.push(RequestOutcome::Ok(started.elapsed()));
+                    res.answered = true;
+                    let ts = Utc::now();
+                    for &i in &block.points {
+                        let Some(spec) = self.profile.points[i].register() else { continue };
+                        let range = block.slice_of(spec);
+                        let v = match &answer {
+                            Answer::Words(w) => decode(spec, &w[range]),
+                            Answer::Bits(b) => Ok(decode_bit(b[range.start])),
+                        };
+                        match v {
+                            Ok(v) => values[i] = Some((v, ts)),
+                            Err(e) => res.errors.push(format!("{}: {e}", self.profile.points[i].name)),
+                        }
+                    }
+                }
+                Err(ReadError::Exception(code)) => {
+                    res.outcomes.push(RequestOutcome::Exception);
+                    res.answered = true;
+                    let refused_range = matches!(code, ExceptionCode::IllegalDataAddress | ExceptionCode::IllegalDataValue);
+                    if refused_range && block.points.len() > 1 {
+                        // Some meters refuse reads that span registers they do not have: read
+                        // this block's points one by one from now on.
+                        let profile = self.profile.clone();
+                        let parts = split(&block, &|i| profile.points.get(i)?.register().cloned());
+                        debug!(device = %self.id, start = block.start, count = block.count, "coalesced read refused; reading its points singly");
+                        self.blocks.splice(bi..=bi, parts);
+                        continue;
+                    }
+                    let names: Vec<&str> = block.points.iter().map(|&i| &*self.profile.points[i].name).collect();
+                    res.errors.push(format!("{} {}..+{} ({}): device refused: {code}", block.function, block.start, block.count, names.join(", ")));
+                }
+                Err(e @ (ReadError::Timeout(_) | ReadError::Protocol(_))) => {
+                    res.outcomes.push(if matches!(e, ReadError::Timeout(_)) { RequestOutcome::Timeout } else { RequestOutcome::LinkError });
+                    // A late answer could be taken for the next request's: start the line afresh.
+                    line.reopen();
+                    res.errors.push(e.to_string());
+                    break;
+                }
+                Err(ReadError::Link(e)) => {
+                    res.outcomes.push(RequestOutcome::LinkError);
+                    let msg = format!("link error: {e}");
+                    line.link_failed(msg.clone());
+                    res.errors.push(msg);
+                    break;
+                }
+            }
+            bi += 1;
+        }
+        self.collect(values, &mut res);
+        res
+    }
+
+    fn collect(&mut self, values: Vec<Option<(Value, chrono::DateTime<Utc>)>>, res: &mut PollResult) {
+        for (i, p) in self.profile.points.iter().enumerate() {
+            if p.hidden {
+                continue;
+            }
+            let value = match &p.source {
+                PointSource::Register(_) => values[i].clone(),
+                PointSource::Sum(parts) => {
+                    let mut sum = 0.0;
+                    let mut ts = None;
+                    let mut complete = true;
+                    for part in parts {
+                        let found = self.profile.points.iter().position(|q| q.name == *part).and_then(|j| values[j].as_ref());
+                        match found.and_then(|(v, t)| v.as_f64().map(|x| (x, *t))) {
+                            Some((x, t)) => {
+                                sum += x;
+                                ts = Some(ts.map_or(t, |old: chrono::DateTime<Utc>| old.max(t)));
+                            }
+                            None => complete = false,
+                        }
+                    }
+                    // A partial sum would be a wrong total: publish none.
+                    match (complete, ts) {
+                        (true, Some(t)) => Some((Value::Number(sum), t)),
+                        _ => None,
+                    }
+                }
+            };
+            let Some((value, ts)) = value else { continue };
+            if p.kind == Kind::Counter {
+                if let Some(x) = value.as_f64() {
+                    if let Some(prev) = self.last_counter.insert(p.name.clone(), x) {
+                        if x < prev {
+                            res.counter_resets.push(p.name.clone());
+                        }
+                    }
+                }
+            }
+            res.readings.push(Reading {
+                device: self.id.clone(),
+                point: p.name.clone(),
+                ts,
+                value,
+                unit: p.unit.clone(),
+            });
+        }
+    }
+}
+
+/// When a device is polled next. Online: on its fixed rhythm, skipping cycles it overran.
+/// Offline: back-off doubling from the interval up to `max_backoff`.
+pub fn next_due(due: Instant, now: Instant, interval: Duration, offline_polls: u32, max_backoff: Duration) -> Instant {
+    if offline_polls == 0 {
+        let next = due + interval;
+        if next > now {
+            return next;
+        }
+        let behind = now.duration_since(due).as_nanos();
+        let cycles = behind / interval.as_nanos().max(1) + 1;
+        due + interval * u32::try_from(cycles).unwrap_or(u32::MAX)
+    } else {
+        let factor = 1u32 << offline_polls.min(16);
+        now + (interval.saturating_mul(factor)).min(max_backoff.max(interval))
+    }
+}
+
+struct Scheduled {
+    poller: Poller,
+    interval: Duration,
+    due: Instant,
+    failures: u32,
+    offline_polls: u32,
+}
+
+/// A bus and its devices, ready to run.
+pub struct ModbusBus {
+    pub id: String,
+    line: Line,
+    offline_after: u32,
+    max_backoff: Duration,
+    devices: Vec<Scheduled>,
+}
+
+impl ModbusBus {
+    /// Builds the bus `bus` of a checked config with its enabled devices.
+    pub fn from_config(loaded: &Loaded, bus: &BusConfig) -> anyhow::Result<Self> {
+        let endpoint = endpoint_of(loaded, bus)?;
+        let timeout = Duration::from_millis(bus.timeout_ms);
+        let max_backoff = Duration::from_secs(bus.max_backoff_s);
+        let line = Line::new(endpoint, timeout, Duration::from_millis(bus.pause_ms()), max_backoff);
+        let now = Instant::now();
+        let mut devices = Vec::new();
+        for d in loaded.config.devices.iter().filter(|d| d.enabled && d.bus.as_deref() == Some(bus.id.as_str())) {
+            let profile = loaded
+                .device_profiles
+                .get(&d.id)
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("device {} has no resolved profile", d.id))?;
+            let unit = d.unit.and_then(|u| u8::try_from(u).ok()).unwrap_or(profile.serial.unit);
+            let timeout = d.timeout_ms.map_or(timeout, Duration::from_millis);
+            devices.push(Scheduled {
+                poller: Poller::new(Arc::from(d.id.as_str()), unit, profile, timeout),
+                interval: Duration::from_secs(d.poll_interval_s()),
+                due: now,
+                failures: 0,
+                offline_polls: 0,
+            });
+        }
+        Ok(Self {
+            id: bus.id.clone(),
+            line,
+            offline_after: bus.offline_after,
+            max_backoff,
+            devices,
+        })
+    }
+
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Polls until `shutdown`. Never returns early: a dead line is retried with back-off.
+    pub async fn run(mut self, hub: Arc<Hub>, shutdown: CancellationToken) {
+        if self.devices.is_empty() {
+            return;
+        }
+        info!(bus = %self.id, endpoint = %self.line.endpoint(), devices = self.devices.len(), "bus started");
+        loop {
+            let Some(next) = self.devices.iter().enumerate().min_by_key(|(_, d)| d.due).map(|(i, _)| i) else {
+                return;
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(self.devices[next].due) => {}
+            }
+            let offline_after = self.offline_after;
+            let max_backoff = self.max_backoff;
+            let d = &mut self.devices[next];
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = d.poller.poll(&mut self.line) => r,
+            };
+            for o in &result.outcomes {
+                hub.record_request(&d.poller.id, *o);
+            }
+            for point in &result.counter_resets {
+                hub.record_counter_reset(&d.poller.id);
+                warn!(device = %d.poller.id, %point, "counter went backwards (meter replaced or rolled over); consumption counts from the new value");
+            }
+            let error = (!result.errors.is_empty()).then(|| result.errors.join("; "));
+            let online = if result.answered {
+                d.failures = 0;
+                d.offline_polls = 0;
+                true
+            } else {
+                d.failures += 1;
+                if d.failures >= offline_after {
+                    d.offline_polls += 1;
+                    false
+                } else {
+                    // Not yet offline: one miss on a noisy line is no verdict.
+                    hub.device(&d.poller.id).and_then(|s| s.online).unwrap_or(false)
+                }
+            };
+            match hub.record_poll(&d.poller.id, online, error.clone()) {
+                Some(true) => info!(device = %d.poller.id, bus = %self.id, "device online"),
+                Some(false) => warn!(device = %d.poller.id, bus = %self.id, error = error.as_deref().unwrap_or(""), "device offline"),
+                None => {
+                    if let Some(e) = &error {
+                        debug!(device = %d.poller.id, error = %e, "poll problem");
+                    }
+                }
+            }
+            let now = Instant::now();
+            d.due = next_due(d.due, now, d.interval, d.offline_polls, max_backoff);
+            if !result.readings.is_empty() {
+                hub.ingest(result.readings).await;
+            }
+        }
+        info!(bus = %self.id, "bus stopped");
+    }
+}
+
+/// Where a configured bus's frames go.
+pub fn endpoint_of(loaded: &Loaded, bus: &BusConfig) -> anyhow::Result<Endpoint> {
+    Ok(match bus.kind {
+        BusKind::Tcp => Endpoint::Tcp(bus.address.clone().unwrap_or_default()),
+        BusKind::RtuOverTcp => Endpoint::RtuOverTcp(bus.address.clone().unwrap_or_default()),
+        BusKind::Rtu => Endpoint::Serial {
+            path: bus.serial.clone().unwrap_or_default(),
+            line: loaded.bus_lines.get(&bus.id).copied().unwrap_or_default(),
+        },
+        BusKind::Dlt645 => anyhow::bail!("bus {}: dlt645 is not supported yet", bus.id),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_online_device_keeps_its_rhythm_and_skips_overrun_cycles() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let max = Duration::from_secs(60);
+        assert_eq!(next_due(t0, t0 + Duration::from_millis(300), 5 * s, 0, max), t0 + 5 * s);
+        // the poll overran two whole cycles: the next one is on the rhythm, not a burst
+        assert_eq!(next_due(t0, t0 + Duration::from_millis(12_500), 5 * s, 0, max), t0 + 15 * s);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_offline_device_backs_off_up_to_the_ceiling() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let max = Duration::from_secs(60);
+        assert_eq!(next_due(t0, t0, 5 * s, 1, max), t0 + 10 * s);
+        assert_eq!(next_due(t0, t0, 5 * s, 2, max), t0 + 20 * s);
+        assert_eq!(next_due(t0, t0, 5 * s, 3, max), t0 + 40 * s);
+        assert_eq!(next_due(t0, t0, 5 * s, 4, max), t0 + 60 * s);
+        assert_eq!(next_due(t0, t0, 5 * s, 40, max), t0 + 60 * s);
+        // a ceiling below the interval never polls faster than the interval
+        assert_eq!(next_due(t0, t0, 120 * s, 3, max), t0 + 120 * s);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_line_is_not_retried_before_its_back_off() {
+        // Nothing listens on port 1 of 127.0.0.1: the first attempt fails at once.
+        let mut line = Line::new(
+            Endpoint::Tcp("127.0.0.1:1".into()),
+            Duration::from_millis(200),
+            Duration::ZERO,
+            Duration::from_secs(30),
+        );
+        assert!(line.ensure().await.is_err());
+        let retry_at = line.reconnect_at.expect("a reconnect is scheduled");
+        assert!(retry_at > Instant::now());
+        // Before the back-off ends, no connection is attempted: the error comes back at once.
+        let before = Instant::now();
+        assert!(line.ensure().await.is_err());
+        assert_eq!(Instant::now(), before);
+        assert_eq!(line.reconnect_at, Some(retry_at));
+    }
+}

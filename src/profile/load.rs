@@ -1,0 +1,712 @@
+//! Reading a profile file into a checked [`Profile`], and applying a device's point overrides.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::{
+    DataType, Function, Kind, ModbusLimits, Point, PointSource, Profile, Protocol, RegisterSpec,
+    SerialDefaults, WordOrder, PROFILE_CATEGORIES,
+};
+use crate::config::{Diagnostic, Document, KeyPath, Parity, PointOverride};
+
+#[derive(Debug, Deserialize)]
+struct ProfileFile {
+    id: String,
+    vendor: String,
+    model: String,
+    category: String,
+    protocol: Protocol,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    serial: SerialFile,
+    #[serde(default)]
+    modbus: ModbusFile,
+    #[serde(default)]
+    defaults: PointDefaults,
+    #[serde(default)]
+    point: Vec<PointSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SerialFile {
+    baud: Option<u32>,
+    parity: Option<Parity>,
+    data_bits: Option<u8>,
+    stop_bits: Option<u8>,
+    unit: Option<u8>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ModbusFile {
+    max_registers: Option<u16>,
+    max_gap: Option<u16>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+struct PointDefaults {
+    function: Option<Function>,
+    #[serde(rename = "type")]
+    dtype: Option<DataType>,
+    order: Option<WordOrder>,
+    kind: Option<Kind>,
+}
+
+/// A point as written in a profile file: everything optional that a default can supply.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct PointSpec {
+    pub name: String,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub register: Option<i64>,
+    #[serde(default)]
+    pub function: Option<Function>,
+    #[serde(default, rename = "type")]
+    pub dtype: Option<DataType>,
+    #[serde(default)]
+    pub order: Option<WordOrder>,
+    #[serde(default)]
+    pub kind: Option<Kind>,
+    #[serde(default)]
+    pub scale: Option<f64>,
+    #[serde(default)]
+    pub offset: Option<f64>,
+    #[serde(default)]
+    pub unit: Option<String>,
+    #[serde(default)]
+    pub length: Option<u16>,
+    #[serde(default)]
+    pub bit: Option<u8>,
+    #[serde(default)]
+    pub hidden: bool,
+    #[serde(default)]
+    pub sum_of: Vec<String>,
+    /// Enumeration labels keyed by raw value, decimal or `0x` hex.
+    #[serde(default)]
+    pub values: BTreeMap<String, String>,
+}
+
+impl From<&Point> for PointSpec {
+    fn from(p: &Point) -> Self {
+        let mut spec = PointSpec {
+            name: p.name.to_string(),
+            label: p.label.clone(),
+            kind: Some(p.kind),
+            unit: p.unit.as_deref().map(str::to_owned),
+            hidden: p.hidden,
+            ..PointSpec::default()
+        };
+        match &p.source {
+            PointSource::Register(r) => {
+                spec.register = Some(i64::from(r.address));
+                spec.function = Some(r.function);
+                spec.dtype = Some(r.dtype);
+                spec.order = Some(r.order);
+                spec.scale = Some(r.scale);
+                spec.offset = Some(r.offset);
+                spec.length = Some(r.length);
+                spec.bit = r.bit;
+                spec.values = r
+                    .values
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect();
+            }
+            PointSource::Sum(parts) => spec.sum_of = parts.iter().map(|s| s.to_string()).collect(),
+        }
+        spec
+    }
+}
+
+/// A problem with one field of one point, before it is located in a file.
+type FieldError = (&'static str, String);
+
+/// Parses and checks a profile document; every problem comes back located.
+pub fn parse_profile(doc: &Document<'_>) -> Result<Profile, Vec<Diagnostic>> {
+    let file: ProfileFile = match doc.deserialize(&KeyPath::root()) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Err(vec![doc.diag(&KeyPath::root(), "empty profile")]),
+        Err(diags) => return Err(diags),
+    };
+    let mut diags = Vec::new();
+    let at = |key: &str| KeyPath::from(key);
+
+    if !valid_id(&file.id) {
+        diags.push(doc.diag(
+            &at("id"),
+            format!("profile id `{}` must be lowercase letters, digits and `-`", file.id),
+        ));
+    }
+    if let Some(stem) = std::path::Path::new(doc.file())
+        .file_stem()
+        .and_then(|s| s.to_str())
+    {
+        if doc.file().ends_with(".toml") && stem != file.id {
+            diags.push(doc.diag(
+                &at("id"),
+                format!("profile id `{}` differs from its file name `{stem}.toml`", file.id),
+            ));
+        }
+    }
+    if !PROFILE_CATEGORIES.contains(&file.category.as_str()) {
+        diags.push(doc.diag(
+            &at("category"),
+            format!(
+                "unknown category `{}` (one of: {})",
+                file.category,
+                PROFILE_CATEGORIES.join(", ")
+            ),
+        ));
+    }
+    if file.protocol != Protocol::Modbus {
+        diags.push(doc.diag(
+            &at("protocol"),
+            format!(
+                "`{}` profiles are not supported by parkhub {} (modbus only)",
+                file.protocol,
+                env!("CARGO_PKG_VERSION")
+            ),
+        ));
+    }
+
+    let d = SerialDefaults::default();
+    let serial = SerialDefaults {
+        baud: file.serial.baud.unwrap_or(d.baud),
+        parity: file.serial.parity.unwrap_or(d.parity),
+        data_bits: file.serial.data_bits.unwrap_or(d.data_bits),
+        stop_bits: file.serial.stop_bits.unwrap_or(d.stop_bits),
+        unit: file.serial.unit.unwrap_or(d.unit),
+    };
+    for (key, msg) in check_serial_settings(&serial) {
+        diags.push(doc.diag(&at("serial").key(key), msg));
+    }
+
+    let limits = ModbusLimits {
+        max_registers: file
+            .modbus
+            .max_registers
+            .unwrap_or(ModbusLimits::default().max_registers),
+        max_gap: file
+            .modbus
+            .max_gap
+            .unwrap_or(ModbusLimits::default().max_gap),
+    };
+    if !(1..=125).contains(&limits.max_registers) {
+        diags.push(doc.diag(
+            &at("modbus").key("max_registers"),
+            "max_registers must be 1..=125 (the Modbus limit for one read)",
+        ));
+    }
+
+    let mut points = Vec::with_capacity(file.point.len());
+    let mut seen = HashSet::new();
+    for (i, spec) in file.point.iter().enumerate() {
+        let path = at("point").index(i);
+        if !seen.insert(spec.name.clone()) {
+            diags.push(doc.diag(
+                &path.key("name"),
+                format!("point `{}` is defined twice", spec.name),
+            ));
+        }
+        match build_point(spec, &file.defaults, limits) {
+            Ok(p) => points.push(p),
+            Err(errs) => {
+                for (field, msg) in errs {
+                    diags.push(doc.diag(&path.key(field), msg));
+                }
+            }
+        }
+    }
+    for (field_point, msg) in check_sums(&points) {
+        let idx = file.point.iter().position(|p| p.name == field_point);
+        let path = match idx {
+            Some(i) => at("point").index(i).key("sum_of"),
+            None => at("point"),
+        };
+        diags.push(doc.diag(&path, msg));
+    }
+    if points.is_empty() && diags.is_empty() {
+        diags.push(doc.diag(&at("id"), "a profile needs at least one [[point]]"));
+    }
+
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    Ok(Profile {
+        id: file.id,
+        vendor: file.vendor,
+        model: file.model,
+        category: file.category,
+        protocol: file.protocol,
+        description: file.description,
+        serial,
+        limits,
+        points,
+    })
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn valid_point_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
+}
+
+pub(crate) fn check_serial_settings(s: &SerialDefaults) -> Vec<(&'static str, String)> {
+    let mut errs = Vec::new();
+    if s.baud == 0 {
+        errs.push(("baud", "baud must be positive".to_string()));
+    }
+    if !(7..=8).contains(&s.data_bits) {
+        errs.push(("data_bits", "data_bits must be 7 or 8".to_string()));
+    }
+    if !(1..=2).contains(&s.stop_bits) {
+        errs.push(("stop_bits", "stop_bits must be 1 or 2".to_string()));
+    }
+    if !(1..=247).contains(&s.unit) {
+        errs.push(("unit", format!("unit {} is outside 1..247", s.unit)));
+    }
+    errs
+}
+
+/// Turns a written point into a checked one, filling what it leaves out from the defaults.
+fn build_point(
+    spec: &PointSpec,
+    defaults: &PointDefaults,
+    limits: ModbusLimits,
+) -> Result<Point, Vec<FieldError>> {
+    let mut errs: Vec<FieldError> = Vec::new();
+    if !valid_point_name(&spec.name) {
+        errs.push((
+            "name",
+            format!(
+                "point name `{}` must be lowercase letters, digits, `_` and `.`",
+                spec.name
+            ),
+        ));
+    }
+    let kind = spec
+        .kind
+        .or(if spec.values.is_empty() { None } else { Some(Kind::State) })
+        .or(defaults.kind)
+        .unwrap_or_default();
+
+    let source = if !spec.sum_of.is_empty() {
+        for (field, given) in [
+            ("register", spec.register.is_some()),
+            ("type", spec.dtype.is_some()),
+            ("function", spec.function.is_some()),
+        ] {
+            if given {
+                errs.push((field, format!("a `sum_of` point has no {field} of its own")));
+            }
+        }
+        PointSource::Sum(spec.sum_of.iter().map(|s| Arc::from(s.as_str())).collect())
+    } else {
+        match build_register(spec, defaults, limits) {
+            Ok(r) => PointSource::Register(r),
+            Err(mut e) => {
+                errs.append(&mut e);
+                PointSource::Sum(Vec::new())
+            }
+        }
+    };
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(Point {
+        name: Arc::from(spec.name.as_str()),
+        label: spec.label.clone(),
+        unit: spec.unit.as_deref().map(Arc::from),
+        kind,
+        hidden: spec.hidden,
+        source,
+    })
+}
+
+fn build_register(
+    spec: &PointSpec,
+    defaults: &PointDefaults,
+    limits: ModbusLimits,
+) -> Result<RegisterSpec, Vec<FieldError>> {
+    let mut errs: Vec<FieldError> = Vec::new();
+    let function = spec
+        .function
+        .or(defaults.function)
+        .unwrap_or(Function::Holding);
+    let dtype = spec.dtype.or(if function.is_bits() {
+        Some(DataType::Bool)
+    } else {
+        defaults.dtype.or(Some(DataType::U16))
+    });
+    let dtype = dtype.unwrap_or(DataType::U16);
+    let order = spec.order.or(defaults.order).unwrap_or(WordOrder::ABCD);
+
+    let address = match spec.register {
+        None => {
+            errs.push(("register", "a point needs a `register` (or `sum_of`)".into()));
+            0
+        }
+        Some(r) => match u16::try_from(r) {
+            Ok(a) => a,
+            Err(_) => {
+                errs.push(("register", format!("register {r} is outside 0..=65535")));
+                0
+            }
+        },
+    };
+    if function.is_bits() && dtype != DataType::Bool {
+        errs.push((
+            "type",
+            format!("{function} points are single bits: type must be bool, not {dtype}"),
+        ));
+    }
+    let length = match (dtype, spec.length) {
+        (_, _) if function.is_bits() => {
+            if spec.length.is_some_and(|l| l != 1) {
+                errs.push(("length", "a coil or discrete input is one bit".into()));
+            }
+            1
+        }
+        (DataType::String, None) => {
+            errs.push(("length", "a string point needs `length` (registers)".into()));
+            1
+        }
+        (DataType::String, Some(l)) => l,
+        (DataType::Bcd, l) => {
+            let l = l.unwrap_or(1);
+            if !(1..=4).contains(&l) {
+                errs.push(("length", "a bcd point spans 1 to 4 registers".into()));
+            }
+            l
+        }
+        (t, Some(l)) if l != t.default_registers() => {
+            errs.push((
+                "length",
+                format!("{t} spans {} register(s); `length` is for string and bcd", t.default_registers()),
+            ));
+            l
+        }
+        (t, _) => t.default_registers(),
+    };
+    if length == 0 {
+        errs.push(("length", "length must be at least 1".into()));
+    }
+    let max = if function.is_bits() {
+        function.max_quantity()
+    } else {
+        limits.max_registers
+    };
+    if length > max {
+        errs.push((
+            "length",
+            format!("{length} registers do not fit in one read (at most {max})"),
+        ));
+    }
+    if u32::from(address) + u32::from(length) > 65536 {
+        errs.push(("register", "the value runs past register 65535".into()));
+    }
+    match (spec.bit, dtype) {
+        (Some(b), DataType::Bool) if !function.is_bits() && b > 15 => {
+            errs.push(("bit", format!("bit {b} is outside 0..=15")));
+        }
+        (Some(_), DataType::Bool) if function.is_bits() => {
+            errs.push(("bit", "`bit` is for bool values read from a register".into()));
+        }
+        (Some(_), t) if t != DataType::Bool => {
+            errs.push(("bit", "`bit` applies only to type bool".into()));
+        }
+        _ => {}
+    }
+    let scale = spec.scale.unwrap_or(1.0);
+    if !scale.is_finite() || scale == 0.0 {
+        errs.push(("scale", "scale must be a non-zero number".into()));
+    }
+    let offset = spec.offset.unwrap_or(0.0);
+    if !offset.is_finite() {
+        errs.push(("offset", "offset must be a number".into()));
+    }
+    let values = if spec.values.is_empty() {
+        None
+    } else {
+        if matches!(
+            dtype,
+            DataType::F32 | DataType::F64 | DataType::String | DataType::Bool
+        ) {
+            errs.push(("values", format!("enumeration values need an integer type, not {dtype}")));
+        }
+        let mut map = BTreeMap::new();
+        for (k, v) in &spec.values {
+            match parse_int_key(k) {
+                Some(n) => {
+                    map.insert(n, v.clone());
+                }
+                None => errs.push(("values", format!("`{k}` is not an integer (decimal or 0x hex)"))),
+            }
+        }
+        Some(map)
+    };
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(RegisterSpec {
+        function,
+        address,
+        dtype,
+        order,
+        length,
+        bit: spec.bit,
+        scale,
+        offset,
+        values,
+    })
+}
+
+fn parse_int_key(k: &str) -> Option<i64> {
+    let k = k.trim();
+    if let Some(hex) = k.strip_prefix("0x").or_else(|| k.strip_prefix("0X")) {
+        i64::from_str_radix(hex, 16).ok()
+    } else {
+        k.parse().ok()
+    }
+}
+
+/// `sum_of` must name existing register points (sums of sums are not supported).
+fn check_sums(points: &[Point]) -> Vec<(String, String)> {
+    let mut errs = Vec::new();
+    for p in points {
+        if let PointSource::Sum(parts) = &p.source {
+            for part in parts {
+                match points.iter().find(|q| q.name == *part) {
+                    None => errs.push((p.name.to_string(), format!("`sum_of` names unknown point `{part}`"))),
+                    Some(q) if q.register().is_none() => errs.push((
+                        p.name.to_string(),
+                        format!("`sum_of` names `{part}`, which is itself a sum"),
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    errs
+}
+
+/// A device's view of a profile: its point overrides applied and checked. Errors come back as
+/// (point name, field, message) for the caller to locate in the config file.
+pub(crate) fn apply_overrides(
+    profile: &Profile,
+    overrides: &BTreeMap<String, PointOverride>,
+) -> Result<Profile, Vec<(String, &'static str, String)>> {
+    if overrides.is_empty() {
+        return Ok(profile.clone());
+    }
+    let mut errs = Vec::new();
+    let mut specs: Vec<PointSpec> = profile.points.iter().map(PointSpec::from).collect();
+    let mut removed = Vec::new();
+    for (name, o) in overrides {
+        let existing = specs.iter().position(|s| &s.name == name);
+        let spec = match existing {
+            Some(i) => &mut specs[i],
+            None => {
+                if o.register.is_none() {
+                    errs.push((
+                        name.clone(),
+                        "register",
+                        format!(
+                            "profile {} has no point `{name}`; a new point needs a `register`",
+                            profile.id
+                        ),
+                    ));
+                    continue;
+                }
+                specs.push(PointSpec {
+                    name: name.clone(),
+                    ..PointSpec::default()
+                });
+                let last = specs.len() - 1;
+                &mut specs[last]
+            }
+        };
+        if o.enabled == Some(false) {
+            removed.push(name.clone());
+            continue;
+        }
+        let changes_type = o.dtype.is_some();
+        if o.register.is_some() {
+            spec.register = o.register;
+        }
+        if o.function.is_some() {
+            spec.function = o.function;
+        }
+        if changes_type {
+            spec.dtype = o.dtype;
+            // The old width belongs to the old type.
+            spec.length = None;
+        }
+        if o.length.is_some() {
+            spec.length = o.length;
+        }
+        if o.order.is_some() {
+            spec.order = o.order;
+        }
+        if o.scale.is_some() {
+            spec.scale = o.scale;
+        }
+        if o.offset.is_some() {
+            spec.offset = o.offset;
+        }
+        if o.unit.is_some() {
+            spec.unit = o.unit.clone();
+        }
+        if o.kind.is_some() {
+            spec.kind = o.kind;
+        }
+        if o.label.is_some() {
+            spec.label = o.label.clone();
+        }
+        if o.bit.is_some() {
+            spec.bit = o.bit;
+        }
+    }
+    specs.retain(|s| !removed.contains(&s.name));
+    let defaults = PointDefaults::default();
+    let mut points = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        match build_point(spec, &defaults, profile.limits) {
+            Ok(p) => points.push(p),
+            Err(e) => errs.extend(e.into_iter().map(|(f, m)| (spec.name.clone(), f, m))),
+        }
+    }
+    for (point, msg) in check_sums(&points) {
+        errs.push((point, "sum_of", msg));
+    }
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(Profile {
+        points,
+        ..profile.clone()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(file: &str, text: &str) -> Result<Profile, Vec<Diagnostic>> {
+        let (doc, errs) = Document::parse(file, text);
+        assert!(errs.is_empty(), "{errs:?}");
+        parse_profile(&doc)
+    }
+
+    const GOOD: &str = r#"
+id = "acme-m1"
+vendor = "Acme"
+model = "M1"
+category = "electricity_meter"
+protocol = "modbus"
+
+[defaults]
+function = "input"
+type = "f32"
+
+[[point]]
+name = "voltage"
+register = 0x0000
+unit = "V"
+
+[[point]]
+name = "status"
+register = 10
+type = "u16"
+values = { 0x55 = "empty", 170 = "full" }
+"#;
+
+    #[test]
+    fn defaults_fill_what_points_leave_out() {
+        let p = parse("acme-m1.toml", GOOD).unwrap();
+        let v = p.point("voltage").unwrap().register().unwrap();
+        assert_eq!((v.function, v.dtype, v.order, v.length), (Function::Input, DataType::F32, WordOrder::ABCD, 2));
+        let s = p.point("status").unwrap();
+        assert_eq!(s.kind, Kind::State);
+        let values = s.register().unwrap().values.clone().unwrap();
+        assert_eq!(values.get(&0x55).map(String::as_str), Some("empty"));
+        assert_eq!(values.get(&170).map(String::as_str), Some("full"));
+    }
+
+    #[test]
+    fn every_point_error_is_reported_with_its_key() {
+        let text = GOOD.replace("register = 10", "register = 70000\nbit = 3") + "\n[[point]]\nname = \"voltage\"\nregister = 1\ncolour = \"red\"\n";
+        let errs = parse("acme-m1.toml", &text).unwrap_err();
+        let keys: Vec<&str> = errs.iter().map(|d| d.key.as_str()).collect();
+        assert!(keys.contains(&"point[2].colour"), "{errs:?}");
+        // serde stops that element at the unknown key, so the duplicate shows once the key is fixed
+        let text = GOOD.replace("register = 10", "register = 70000\nbit = 3") + "\n[[point]]\nname = \"voltage\"\nregister = 1\n";
+        let errs = parse("acme-m1.toml", &text).unwrap_err();
+        let keys: Vec<&str> = errs.iter().map(|d| d.key.as_str()).collect();
+        assert!(keys.contains(&"point[1].register"), "{errs:?}");
+        assert!(keys.contains(&"point[1].bit"), "{errs:?}");
+        assert!(keys.contains(&"point[2].name"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_file_name_that_differs_from_the_id_is_an_error() {
+        let errs = parse("other.toml", GOOD).unwrap_err();
+        assert!(errs[0].message.contains("differs from its file name"), "{errs:?}");
+    }
+
+    #[test]
+    fn overrides_change_address_scale_and_order_without_copying_the_profile() {
+        let p = parse("acme-m1.toml", GOOD).unwrap();
+        let mut o = BTreeMap::new();
+        o.insert(
+            "voltage".to_string(),
+            PointOverride {
+                register: Some(0x100),
+                scale: Some(0.1),
+                order: Some(WordOrder::CDAB),
+                ..Default::default()
+            },
+        );
+        o.insert(
+            "frequency".to_string(),
+            PointOverride {
+                register: Some(0x46),
+                dtype: Some(DataType::F32),
+                unit: Some("Hz".into()),
+                ..Default::default()
+            },
+        );
+        o.insert("status".to_string(), PointOverride { enabled: Some(false), ..Default::default() });
+        let d = apply_overrides(&p, &o).unwrap();
+        let v = d.point("voltage").unwrap().register().unwrap();
+        assert_eq!((v.address, v.scale, v.order, v.function), (0x100, 0.1, WordOrder::CDAB, Function::Input));
+        let f = d.point("frequency").unwrap().register().unwrap();
+        assert_eq!((f.address, f.dtype, f.length), (0x46, DataType::F32, 2));
+        assert!(d.point("status").is_none());
+        // the profile itself is untouched
+        assert_eq!(p.point("voltage").unwrap().register().unwrap().address, 0);
+    }
+
+    #[test]
+    fn a_new_point_without_a_register_is_refused() {
+        let p = parse("acme-m1.toml", GOOD).unwrap();
+        let mut o = BTreeMap::new();
+        o.insert("pf".to_string(), PointOverride { scale: Some(0.001), ..Default::default() });
+        let errs = apply_overrides(&p, &o).unwrap_err();
+        assert_eq!(errs[0].0, "pf");
+        assert_eq!(errs[0].1, "register");
+    }
+}

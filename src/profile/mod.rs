@@ -1,0 +1,298 @@
+//! Firmware profiles: what a device model's registers mean. One TOML file per model in
+//! `firmware-profiles/` (bundled into the binary) or in `hub.profiles_dir`.
+
+mod load;
+mod registry;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Parity;
+
+pub use load::{parse_profile, PointSpec};
+pub(crate) use load::{apply_overrides, check_serial_settings};
+pub use registry::{ProfileRegistry, ProfileSource};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Function {
+    Holding,
+    Input,
+    Coil,
+    Discrete,
+}
+
+impl Function {
+    /// Coils and discrete inputs are bits; holding and input registers are 16-bit words.
+    pub fn is_bits(self) -> bool {
+        matches!(self, Function::Coil | Function::Discrete)
+    }
+
+    /// The most a single read may ask for (Modbus application protocol §6.1–6.4).
+    pub fn max_quantity(self) -> u16 {
+        if self.is_bits() {
+            2000
+        } else {
+            125
+        }
+    }
+}
+
+impl fmt::Display for Function {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Function::Holding => "holding",
+            Function::Input => "input",
+            Function::Coil => "coil",
+            Function::Discrete => "discrete",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataType {
+    U16,
+    I16,
+    U32,
+    I32,
+    U64,
+    I64,
+    F32,
+    F64,
+    Bcd,
+    Bool,
+    String,
+}
+
+impl DataType {
+    /// Registers a value of this type spans when it has no explicit `length`.
+    pub fn default_registers(self) -> u16 {
+        match self {
+            DataType::U16 | DataType::I16 | DataType::Bcd | DataType::Bool | DataType::String => 1,
+            DataType::U32 | DataType::I32 | DataType::F32 => 2,
+            DataType::U64 | DataType::I64 | DataType::F64 => 4,
+        }
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        f.write_str(&s)
+    }
+}
+
+/// Byte order of a multi-register value, named by where the bytes of the big-endian value
+/// `A B C D` arrive on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WordOrder {
+    /// High word first, big-endian bytes (the Modbus default).
+    ABCD,
+    /// Low word first ("word swapped"), big-endian bytes.
+    CDAB,
+    /// High word first, bytes swapped in each word.
+    BADC,
+    /// Fully little-endian.
+    DCBA,
+}
+
+impl WordOrder {
+    pub fn swaps_words(self) -> bool {
+        matches!(self, WordOrder::CDAB | WordOrder::DCBA)
+    }
+
+    pub fn swaps_bytes(self) -> bool {
+        matches!(self, WordOrder::BADC | WordOrder::DCBA)
+    }
+}
+
+impl fmt::Display for WordOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// An instantaneous value (voltage, flow rate).
+    #[default]
+    Gauge,
+    /// A running total that only rises (energy, volume); consumption is its positive steps.
+    Counter,
+    /// An enumeration or flag (pipe empty/full, door open).
+    State,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+            Kind::State => "state",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Modbus,
+    Dlt645,
+    Mqtt,
+    Ocpp,
+    Gpio,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Modbus => "modbus",
+            Protocol::Dlt645 => "dlt645",
+            Protocol::Mqtt => "mqtt",
+            Protocol::Ocpp => "ocpp",
+            Protocol::Gpio => "gpio",
+        })
+    }
+}
+
+pub const PROFILE_CATEGORIES: &[&str] = &[
+    "electricity_meter",
+    "water_meter",
+    "fire",
+    "security",
+    "lift",
+    "energy",
+    "environment",
+    "charger",
+];
+
+/// Factory serial settings of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SerialDefaults {
+    pub baud: u32,
+    pub parity: Parity,
+    pub data_bits: u8,
+    pub stop_bits: u8,
+    pub unit: u8,
+}
+
+impl Default for SerialDefaults {
+    fn default() -> Self {
+        Self {
+            baud: 9600,
+            parity: Parity::None,
+            data_bits: 8,
+            stop_bits: 1,
+            unit: 1,
+        }
+    }
+}
+
+impl Serialize for Parity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Where a point's value comes from and how its raw bits become a number.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegisterSpec {
+    pub function: Function,
+    /// 0-based wire address.
+    pub address: u16,
+    pub dtype: DataType,
+    pub order: WordOrder,
+    /// Registers (or bits, for coils and discrete inputs) the value spans.
+    pub length: u16,
+    /// For `bool` from a register: the bit (0 = least significant); `None` means "non-zero".
+    pub bit: Option<u8>,
+    pub scale: f64,
+    pub offset: f64,
+    /// Enumeration labels by raw integer value.
+    pub values: Option<BTreeMap<i64, String>>,
+}
+
+impl RegisterSpec {
+    /// One past the last register (or bit) of the value.
+    pub fn end(&self) -> u32 {
+        u32::from(self.address) + u32::from(self.length)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PointSource {
+    Register(RegisterSpec),
+    /// The sum of other points' values (e.g. a totaliser's integer and fraction parts).
+    Sum(Vec<Arc<str>>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub name: Arc<str>,
+    pub label: Option<String>,
+    pub unit: Option<Arc<str>>,
+    pub kind: Kind,
+    /// Read (for a `sum_of`) but not published.
+    pub hidden: bool,
+    pub source: PointSource,
+}
+
+impl Point {
+    pub fn register(&self) -> Option<&RegisterSpec> {
+        match &self.source {
+            PointSource::Register(r) => Some(r),
+            PointSource::Sum(_) => None,
+        }
+    }
+}
+
+/// Request limits of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModbusLimits {
+    /// Most registers one read may ask for (≤ 125).
+    pub max_registers: u16,
+    /// Most unused registers a read may span to save a request.
+    pub max_gap: u16,
+}
+
+impl Default for ModbusLimits {
+    fn default() -> Self {
+        Self {
+            max_registers: 125,
+            max_gap: 50,
+        }
+    }
+}
+
+/// A loaded, checked profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub id: String,
+    pub vendor: String,
+    pub model: String,
+    pub category: String,
+    pub protocol: Protocol,
+    pub description: Option<String>,
+    pub serial: SerialDefaults,
+    pub limits: ModbusLimits,
+    pub points: Vec<Point>,
+}
+
+impl Profile {
+    pub fn point(&self, name: &str) -> Option<&Point> {
+        self.points.iter().find(|p| &*p.name == name)
+    }
+
+    /// Points a reader of the device sees (everything but hidden parts).
+    pub fn visible_points(&self) -> impl Iterator<Item = &Point> {
+        self.points.iter().filter(|p| !p.hidden)
+    }
+}

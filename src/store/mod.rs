@@ -1,0 +1,98 @@
+//! Local history in SQLite: one writer thread takes batches of readings in single
+//! transactions; readers open their own connections (WAL lets them read while it writes).
+//!
+//! Layout (see `key.rs` for why):
+//! - `series(id, device, point, unit, kind)`: one row per point;
+//! - `sample_hot(series, ts, value)`: readings of the still-open five-minute chunks, appended as
+//!   they arrive;
+//! - `sample(key, value)`: every older reading, key = (chunk, series, second) packed; the view
+//!   `sample_v(series, ts, value)` unpacks it for people with the `sqlite3` shell;
+//! - `rollup(series, period, start, min, max, sum, count, last, last_ts, delta)`: summaries per
+//!   5 minutes, local hour and local day; `delta` is a counter's consumption;
+//! - `meta(key, value)`: schema version and the rollup watermark.
+
+mod key;
+mod query;
+pub mod rollup;
+mod writer;
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+pub use query::{History, SeriesInfo};
+pub use writer::{spawn_writer, SeriesDef, WriterHandle, WriterOptions, WriterStats};
+
+pub use key::{CHUNK_S, EPOCH};
+
+/// Period of each rollup, seconds (days are local days; 86 400 is their nominal length).
+pub const PERIOD_5M: i64 = 300;
+pub const PERIOD_HOUR: i64 = 3600;
+pub const PERIOD_DAY: i64 = 86_400;
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS series(
+    id INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    point TEXT NOT NULL,
+    unit TEXT,
+    kind TEXT NOT NULL DEFAULT 'gauge',
+    UNIQUE(device, point)
+);
+CREATE TABLE IF NOT EXISTS sample_hot(series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS sample(key INTEGER PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS rollup(
+    series INTEGER NOT NULL,
+    period INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    min REAL NOT NULL,
+    max REAL NOT NULL,
+    sum REAL NOT NULL,
+    count INTEGER NOT NULL,
+    last REAL NOT NULL,
+    last_ts INTEGER NOT NULL,
+    delta REAL,
+    PRIMARY KEY(series, period, start)
+) WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS sample_v(series, ts, value) AS
+    SELECT (key >> 9) & 65535, 1577836800 + (key >> 25) * 300 + (key & 511), value FROM sample
+    UNION ALL SELECT series, ts, value FROM sample_hot;
+";
+
+/// Opens (creating if needed) the history database with the settings every connection needs.
+pub fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    configure(&conn)?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    // WAL: readers never block the writer; NORMAL: a power cut may lose the last commits but
+    // never corrupts the file, and each commit costs no fsync (kind to SD cards).
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+/// Creates the tables of a new database and checks the version of an old one.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)?;
+    let version: Option<i64> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+        .ok();
+    if version.is_none() {
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
+            [SCHEMA_VERSION],
+        )?;
+    }
+    Ok(())
+}
+
+/// The file name of the history database inside `hub.data_dir`.
+pub const DB_FILE: &str = "history.sqlite";

@@ -1,0 +1,541 @@
+//! The one writer of the history database: a thread that takes batches of readings in single
+//! transactions, moves closed five-minute chunks from the arrival table into the packed table
+//! while rolling them up, and applies retention.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono_tz::Tz;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use super::key::{self, chunk_of, chunk_start, pack, series_range, MAX_SERIES};
+use super::rollup::{day_start, hour_start, next_day_start, Agg};
+use super::{migrate, PERIOD_5M, PERIOD_DAY, PERIOD_HOUR};
+use crate::config::HistoryConfig;
+use crate::profile::Kind;
+use crate::reading::Reading;
+
+/// A point the writer should know before its first reading (its unit and whether it counts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesDef {
+    pub device: String,
+    pub point: String,
+    pub unit: Option<String>,
+    pub kind: Kind,
+}
+
+pub struct WriterOptions {
+    pub path: PathBuf,
+    pub tz: Tz,
+    pub retention: HistoryConfig,
+    pub series: Vec<SeriesDef>,
+    /// Most readings per transaction.
+    pub max_batch: usize,
+    /// How long a small batch may wait for company before it is written.
+    pub linger: Duration,
+    /// How often closed chunks are moved and rolled up.
+    pub maintain_every: Duration,
+    /// Wall-clock time in unix seconds; tests replace it to let days pass.
+    pub clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+}
+
+impl WriterOptions {
+    pub fn new(path: PathBuf, tz: Tz, retention: HistoryConfig, series: Vec<SeriesDef>) -> Self {
+        Self {
+            path,
+            tz,
+            retention,
+            series,
+            max_batch: 50_000,
+            linger: Duration::from_millis(250),
+            maintain_every: Duration::from_secs(10),
+            clock: Arc::new(|| chrono::Utc::now().timestamp()),
+        }
+    }
+}
+
+/// What the writer has done, for status pages and benchmarks.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub written: AtomicU64,
+    /// Text values (enumeration labels, strings), which history does not keep.
+    pub skipped: AtomicU64,
+    /// Readings given up after the database kept refusing them.
+    pub dropped: AtomicU64,
+    pub moved: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+enum Control {
+    Flush(oneshot::Sender<anyhow::Result<()>>),
+}
+
+/// The running writer. Dropping every sender of its readings channel stops it after it has
+/// written what it holds; [`WriterHandle::join`] waits for that.
+pub struct WriterHandle {
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+    control: mpsc::UnboundedSender<Control>,
+    stats: Arc<WriterStats>,
+}
+
+impl WriterHandle {
+    /// Writes everything received so far and runs maintenance (move, rollups, retention) now.
+    pub async fn flush(&self) -> anyhow::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(Control::Flush(tx))
+            .map_err(|_| anyhow::anyhow!("history writer has stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("history writer has stopped"))?
+    }
+
+    pub fn stats(&self) -> &Arc<WriterStats> {
+        &self.stats
+    }
+
+    /// Waits for the writer to finish (after its readings channel closed).
+    pub async fn join(self) -> anyhow::Result<()> {
+        tokio::task::spawn_blocking(move || match self.thread.join() {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("history writer panicked")),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("history writer: {e}"))?
+    }
+}
+
+/// Opens the database and starts the writer thread on `readings`. Must be called inside a
+/// tokio runtime (the thread waits on the channel through it).
+pub fn spawn_writer(opts: WriterOptions, readings: mpsc::Receiver<Vec<Reading>>) -> anyhow::Result<WriterHandle> {
+    if let Some(dir) = opts.path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    }
+    let conn = super::open(&opts.path).with_context(|| format!("opening history {}", opts.path.display()))?;
+    migrate(&conn).with_context(|| format!("preparing history {}", opts.path.display()))?;
+    let stats = Arc::new(WriterStats::default());
+    let mut writer = Writer::new(conn, opts, stats.clone())?;
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let rt = tokio::runtime::Handle::current();
+    let thread = std::thread::Builder::new()
+        .name("history-writer".into())
+        .spawn(move || writer.run(rt, readings, control_rx))
+        .context("starting the history writer thread")?;
+    Ok(WriterHandle {
+        thread,
+        control: control_tx,
+        stats,
+    })
+}
+
+struct Writer {
+    conn: Connection,
+    opts: WriterOptions,
+    stats: Arc<WriterStats>,
+    /// device → point → series, looked up by `&str` so a reading costs no allocation.
+    series: HashMap<Arc<str>, HashMap<Arc<str>, i64>>,
+    rollups: Rollups,
+    last_retention: Option<Instant>,
+    error_logged: bool,
+}
+
+/// Closed chunks are moved a minute after they end: readings are stamped when their answer
+/// arrives, and a poll may straddle the boundary.
+const GRACE_S: i64 = 60;
+/// Beyond this many buffered readings while the database refuses writes, the oldest go.
+const MAX_BUFFERED: usize = 2_000_000;
+
+impl Writer {
+    fn new(conn: Connection, opts: WriterOptions, stats: Arc<WriterStats>) -> anyhow::Result<Self> {
+        let mut w = Self {
+            conn,
+            opts,
+            stats,
+            series: HashMap::new(),
+            rollups: Rollups::default(),
+            last_retention: None,
+            error_logged: false,
+        };
+        w.register_series().context("registering series")?;
+        Ok(w)
+    }
+
+    fn register_series(&mut self) -> rusqlite::Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        {
+            let mut up = tx.prepare(
+                "INSERT INTO series(device, point, unit, kind) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(device, point) DO UPDATE SET unit = excluded.unit, kind = excluded.kind",
+            )?;
+            for s in &self.opts.series {
+                up.execute(params![s.device, s.point, s.unit, s.kind.to_string()])?;
+            }
+        }
+        tx.commit()?;
+        let mut stmt = self.conn.prepare("SELECT id, device, point, kind FROM series")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        })?;
+        for row in rows {
+            let (id, device, point, kind) = row?;
+            if kind == "counter" {
+                self.rollups.counters.insert(id);
+            }
+            self.series
+                .entry(Arc::from(device.as_str()))
+                .or_default()
+                .insert(Arc::from(point.as_str()), id);
+        }
+        Ok(())
+    }
+
+    fn run(
+        &mut self,
+        rt: tokio::runtime::Handle,
+        mut readings: mpsc::Receiver<Vec<Reading>>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+    ) -> anyhow::Result<()> {
+        enum Got {
+            Batch(Vec<Reading>),
+            Closed,
+            Idle,
+            Control(Control),
+        }
+        let mut buf: Vec<Reading> = Vec::new();
+        let mut first_at: Option<Instant> = None;
+        let mut last_maintain = Instant::now();
+        loop {
+            let wait = match first_at {
+                Some(t) => self.opts.linger.saturating_sub(t.elapsed()),
+                None => self.opts.maintain_every.saturating_sub(last_maintain.elapsed()),
+            };
+            let got = rt.block_on(async {
+                tokio::select! {
+                    biased;
+                    Some(c) = control.recv() => Got::Control(c),
+                    r = tokio::time::timeout(wait, readings.recv()) => match r {
+                        Ok(Some(b)) => Got::Batch(b),
+                        Ok(None) => Got::Closed,
+                        Err(_) => Got::Idle,
+                    },
+                }
+            });
+            match got {
+                Got::Batch(b) => {
+                    first_at.get_or_insert_with(Instant::now);
+                    buf.extend(b);
+                    while buf.len() < self.opts.max_batch {
+                        match readings.try_recv() {
+                            Ok(b) => buf.extend(b),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Got::Closed => {
+                    self.write(&mut buf);
+                    info!(written = self.stats.written.load(Ordering::Relaxed), "history writer stopped");
+                    return Ok(());
+                }
+                Got::Idle => {}
+                Got::Control(Control::Flush(reply)) => {
+                    while let Ok(b) = readings.try_recv() {
+                        buf.extend(b);
+                    }
+                    self.write(&mut buf);
+                    first_at = None;
+                    let r = if buf.is_empty() { self.maintain(true) } else { Err(anyhow::anyhow!("readings could not be written")) };
+                    last_maintain = Instant::now();
+                    let _ = reply.send(r);
+                    continue;
+                }
+            }
+            let lingered = first_at.is_some_and(|t| t.elapsed() >= self.opts.linger);
+            if buf.len() >= self.opts.max_batch || lingered {
+                self.write(&mut buf);
+                first_at = if buf.is_empty() { None } else { Some(Instant::now()) };
+            }
+            if last_maintain.elapsed() >= self.opts.maintain_every {
+                if let Err(e) = self.maintain(false) {
+                    self.note_error(format!("history maintenance: {e:#}"));
+                }
+                last_maintain = Instant::now();
+            }
+        }
+    }
+
+    fn note_error(&mut self, msg: String) {
+        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+        // Logged once per streak: a full disk must not also fill the log.
+        if !self.error_logged {
+            error!("{msg}");
+            self.error_logged = true;
+        }
+        *self.stats.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(msg);
+    }
+
+    /// Writes `buf` in one transaction; on failure keeps it for the next attempt (up to a cap).
+    fn write(&mut self, buf: &mut Vec<Reading>) {
+        if buf.is_empty() {
+            return;
+        }
+        match self.insert(buf) {
+            Ok(n) => {
+                self.stats.written.fetch_add(n, Ordering::Relaxed);
+                if self.error_logged {
+                    info!("history writes succeed again");
+                    self.error_logged = false;
+                }
+                buf.clear();
+            }
+            Err(e) => {
+                self.note_error(format!("writing {} readings to history: {e:#}", buf.len()));
+                if buf.len() > MAX_BUFFERED {
+                    let excess = buf.len() - MAX_BUFFERED;
+                    buf.drain(..excess);
+                    self.stats.dropped.fetch_add(excess as u64, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn insert(&mut self, buf: &[Reading]) -> anyhow::Result<u64> {
+        let tx = self.conn.unchecked_transaction()?;
+        let mut written = 0;
+        {
+            let mut stmt = tx.prepare_cached("INSERT INTO sample_hot(series, ts, value) VALUES (?1, ?2, ?3)")?;
+            for r in buf {
+                let Some(v) = r.value.as_f64().filter(|v| v.is_finite()) else {
+                    self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let id = match self.series.get(&*r.device).and_then(|m| m.get(&*r.point)) {
+                    Some(&id) => id,
+                    None => match create_series(&tx, r)? {
+                        Some(id) => {
+                            self.series
+                                .entry(r.device.clone())
+                                .or_default()
+                                .insert(r.point.clone(), id);
+                            id
+                        }
+                        None => {
+                            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    },
+                };
+                stmt.execute(params![id, r.ts.timestamp(), v])?;
+                written += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(written)
+    }
+
+    /// Moves closed chunks and rolls them up; applies retention once an hour (or when forced).
+    fn maintain(&mut self, force: bool) -> anyhow::Result<()> {
+        let now = (self.opts.clock)();
+        let moved = self.move_closed(now)?;
+        self.stats.moved.fetch_add(moved as u64, Ordering::Relaxed);
+        let due = self.last_retention.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
+        if force || due {
+            self.retention(now)?;
+            self.last_retention = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    fn move_closed(&mut self, now: i64) -> anyhow::Result<usize> {
+        let boundary = chunk_start(chunk_of(now - GRACE_S));
+        let tx = self.conn.unchecked_transaction()?;
+        let mut rows: Vec<(i64, i64, f64)> = {
+            let mut stmt = tx.prepare_cached("SELECT series, ts, value FROM sample_hot WHERE ts < ?1")?;
+            let it = stmt.query_map([boundary], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            it.collect::<rusqlite::Result<_>>()?
+        };
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        // Stable: of two readings of one series in one second, the later arrival wins.
+        rows.sort_by_key(|&(s, ts, _)| pack(s, ts));
+        {
+            let mut ins = tx.prepare_cached("INSERT OR REPLACE INTO sample(key, value) VALUES (?1, ?2)")?;
+            for &(s, ts, v) in &rows {
+                ins.execute(params![pack(s, ts), v])?;
+            }
+        }
+        tx.execute("DELETE FROM sample_hot WHERE ts < ?1", [boundary])?;
+
+        let mut hours = BTreeSet::new();
+        let mut days = BTreeSet::new();
+        let tz = self.opts.tz;
+        let mut i = 0;
+        while i < rows.len() {
+            let (series, ts, _) = rows[i];
+            let chunk = chunk_of(ts);
+            let mut j = i;
+            while j < rows.len() && rows[j].0 == series && chunk_of(rows[j].1) == chunk {
+                j += 1;
+            }
+            let bucket = chunk_start(chunk);
+            self.rollups.bucket(&tx, series, chunk, &rows[i..j])?;
+            hours.insert((series, hour_start(tz, bucket)));
+            days.insert((series, day_start(tz, bucket)));
+            i = j;
+        }
+        for &(series, hour) in &hours {
+            combine_into(&tx, series, PERIOD_5M, PERIOD_HOUR, hour, hour + 3600)?;
+        }
+        for &(series, day) in &days {
+            combine_into(&tx, series, PERIOD_HOUR, PERIOD_DAY, day, next_day_start(tz, day))?;
+        }
+        tx.execute(
+            "INSERT INTO meta(key, value) VALUES ('moved_until', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+            [boundary],
+        )?;
+        tx.commit()?;
+        Ok(rows.len())
+    }
+
+    fn retention(&mut self, now: i64) -> anyhow::Result<()> {
+        let r = &self.opts.retention;
+        let day = 86_400i64;
+        let raw_cut = key::before_chunk(chunk_of(now - i64::from(r.raw_days) * day));
+        // Deleted a day of chunks per transaction, so a shortened retention never stalls writes.
+        loop {
+            let oldest: Option<i64> = self.conn.query_row("SELECT min(key) FROM sample", [], |row| row.get(0))?;
+            let Some(oldest) = oldest.filter(|&k| k < raw_cut) else { break };
+            let step = key::before_chunk(chunk_of(key::unpack(oldest).1) + 288);
+            let n = self.conn.execute("DELETE FROM sample WHERE key < ?1", [step.min(raw_cut)])?;
+            if n == 0 {
+                break;
+            }
+        }
+        let ids: Vec<i64> = self.series.values().flat_map(|m| m.values().copied()).collect();
+        let tx = self.conn.unchecked_transaction()?;
+        {
+            let mut del = tx.prepare_cached("DELETE FROM rollup WHERE series = ?1 AND period = ?2 AND start < ?3")?;
+            for (period, days) in [(PERIOD_5M, r.rollup_5m_days), (PERIOD_HOUR, r.hourly_days), (PERIOD_DAY, r.daily_days)] {
+                let cut = now - i64::from(days) * day;
+                for &id in &ids {
+                    del.execute(params![id, period, cut])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// What rolling up remembers between moves.
+#[derive(Default)]
+struct Rollups {
+    counters: HashSet<i64>,
+    /// Each series' latest 5-minute bucket and its last value: the start of the next bucket's
+    /// consumption.
+    last_bucket: HashMap<i64, (i64, f64)>,
+}
+
+impl Rollups {
+    /// The 5-minute rollup of one series' chunk. Readings that arrive for a chunk already rolled
+    /// up (late ones) make the chunk be summarised again from everything stored for it.
+    fn bucket(&mut self, tx: &Transaction<'_>, series: i64, chunk: i64, moved: &[(i64, i64, f64)]) -> anyhow::Result<()> {
+        let bucket = chunk_start(chunk);
+        let counter = self.counters.contains(&series);
+        let late = self.last_bucket.get(&series).is_some_and(|&(b, _)| b >= bucket)
+            || tx
+                .prepare_cached("SELECT 1 FROM rollup WHERE series = ?1 AND period = ?2 AND start = ?3")?
+                .exists(params![series, PERIOD_5M, bucket])?;
+        let samples: Vec<(i64, f64)> = if late {
+            let (lo, hi) = series_range(chunk, series);
+            let mut stmt = tx.prepare_cached("SELECT key, value FROM sample WHERE key BETWEEN ?1 AND ?2")?;
+            let it = stmt.query_map([lo, hi], |r| Ok((key::unpack(r.get(0)?).1, r.get(1)?)))?;
+            it.collect::<rusqlite::Result<_>>()?
+        } else {
+            moved.iter().map(|&(_, ts, v)| (ts, v)).collect()
+        };
+        let prev = if !counter {
+            None
+        } else {
+            match self.last_bucket.get(&series) {
+                Some(&(b, last)) if b < bucket => Some(last),
+                _ => tx
+                    .prepare_cached("SELECT last FROM rollup WHERE series = ?1 AND period = ?2 AND start < ?3 ORDER BY start DESC LIMIT 1")?
+                    .query_row(params![series, PERIOD_5M, bucket], |r| r.get(0))
+                    .optional()?,
+            }
+        };
+        let Some(agg) = Agg::of(&samples, prev, counter) else {
+            return Ok(());
+        };
+        upsert(tx, series, PERIOD_5M, bucket, &agg)?;
+        if self.last_bucket.get(&series).is_none_or(|&(b, _)| b <= bucket) {
+            self.last_bucket.insert(series, (bucket, agg.last));
+        }
+        Ok(())
+    }
+}
+
+fn create_series(tx: &Transaction<'_>, r: &Reading) -> rusqlite::Result<Option<i64>> {
+    tx.execute(
+        "INSERT OR IGNORE INTO series(device, point, unit, kind) VALUES (?1, ?2, ?3, 'gauge')",
+        params![&*r.device, &*r.point, r.unit.as_deref()],
+    )?;
+    let id: i64 = tx.query_row(
+        "SELECT id FROM series WHERE device = ?1 AND point = ?2",
+        params![&*r.device, &*r.point],
+        |row| row.get(0),
+    )?;
+    if id >= MAX_SERIES {
+        warn!(device = %r.device, point = %r.point, "history holds its maximum of {} series; this point is not stored", MAX_SERIES - 1);
+        return Ok(None);
+    }
+    Ok(Some(id))
+}
+
+fn upsert(tx: &Transaction<'_>, series: i64, period: i64, start: i64, a: &Agg) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO rollup(series, period, start, min, max, sum, count, last, last_ts, delta)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![series, period, start, a.min, a.max, a.sum, a.count, a.last, a.last_ts, a.delta])?;
+    Ok(())
+}
+
+/// Summarises the `from` rows of `[lo, hi)` into one `to` row starting at `lo`.
+fn combine_into(tx: &Transaction<'_>, series: i64, from: i64, to: i64, lo: i64, hi: i64) -> rusqlite::Result<()> {
+    let parts = read_aggs(tx, series, from, lo, hi)?;
+    if let Some(a) = Agg::combine(parts.iter().map(|(_, a)| a)) {
+        upsert(tx, series, to, lo, &a)?;
+    }
+    Ok(())
+}
+
+/// Rollup rows of one series and period with `lo <= start < hi`.
+pub(super) fn read_aggs(conn: &Connection, series: i64, period: i64, lo: i64, hi: i64) -> rusqlite::Result<Vec<(i64, Agg)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT start, min, max, sum, count, last, last_ts, delta FROM rollup
+         WHERE series = ?1 AND period = ?2 AND start >= ?3 AND start < ?4 ORDER BY start",
+    )?;
+    let it = stmt.query_map(params![series, period, lo, hi], |r| {
+        Ok((
+            r.get(0)?,
+            Agg {
+                min: r.get(1)?,
+                max: r.get(2)?,
+                sum: r.get(3)?,
+                count: r.get(4)?,
+                last: r.get(5)?,
+                last_ts: r.get(6)?,
+                delta: r.get(7)?,
+            },
+        ))
+    })?;
+    it.collect()
+}
