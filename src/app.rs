@@ -38,7 +38,9 @@ impl App {
         let mut series = Vec::new();
         let mut devices = Vec::new();
         for d in cfg.devices.iter().filter(|d| d.enabled) {
-            let Some(profile) = loaded.device_profiles.get(&d.id) else { continue };
+            let Some(profile) = loaded.device_profiles.get(&d.id) else {
+                continue;
+            };
             for p in profile.visible_points() {
                 series.push(SeriesDef {
                     device: d.id.clone(),
@@ -57,7 +59,12 @@ impl App {
         }
 
         let (tx, rx) = mpsc::channel(STORE_QUEUE);
-        let opts = WriterOptions::new(db_path.clone(), cfg.hub.timezone.0, cfg.history.clone(), series);
+        let opts = WriterOptions::new(
+            db_path.clone(),
+            cfg.hub.timezone.0,
+            cfg.history.clone(),
+            series,
+        );
         let writer = store::spawn_writer(opts, rx)?;
         let hub = Hub::new(devices, Some(tx));
 

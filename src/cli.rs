@@ -218,9 +218,42 @@ mod tests {
 
     #[test]
     fn probe_needs_exactly_one_line() {
-        assert!(Cli::try_parse_from(["parkhub", "probe", "--profile", "x", "--unit", "1"]).is_err());
-        assert!(Cli::try_parse_from(["parkhub", "probe", "--profile", "x", "--tcp", "a:1", "--serial", "/dev/x"]).is_err());
-        assert!(Cli::try_parse_from(["parkhub", "probe", "--profile", "x", "--tcp", "a:1", "--unit", "1", "--json"]).is_ok());
-        assert!(Cli::try_parse_from(["parkhub", "probe", "--profile", "x", "--tcp", "a:1", "--unit", "300"]).is_err());
+        assert!(
+            Cli::try_parse_from(["parkhub", "probe", "--profile", "x", "--unit", "1"]).is_err()
+        );
+        assert!(Cli::try_parse_from([
+            "parkhub",
+            "probe",
+            "--profile",
+            "x",
+            "--tcp",
+            "a:1",
+            "--serial",
+            "/dev/x"
+        ])
+        .is_err());
+        assert!(Cli::try_parse_from([
+            "parkhub",
+            "probe",
+            "--profile",
+            "x",
+            "--tcp",
+            "a:1",
+            "--unit",
+            "1",
+            "--json"
+        ])
+        .is_ok());
+        assert!(Cli::try_parse_from([
+            "parkhub",
+            "probe",
+            "--profile",
+            "x",
+            "--tcp",
+            "a:1",
+            "--unit",
+            "300"
+        ])
+        .is_err());
     }
 }

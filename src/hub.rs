@@ -125,7 +125,8 @@ impl Hub {
                 }
             }
         }
-        self.readings.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.readings
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         if let Some(tx) = &self.store {
             let n = batch.len() as u64;
             if tx.send(batch).await.is_err() {
@@ -145,7 +146,11 @@ impl Hub {
                     let ms = rtt.as_secs_f64() * 1000.0;
                     s.rtt_last_ms = ms;
                     // An exponential average: recent enough to show a degrading line.
-                    s.rtt_avg_ms = if s.rtt_avg_ms == 0.0 { ms } else { s.rtt_avg_ms * 0.9 + ms * 0.1 };
+                    s.rtt_avg_ms = if s.rtt_avg_ms == 0.0 {
+                        ms
+                    } else {
+                        s.rtt_avg_ms * 0.9 + ms * 0.1
+                    };
                 }
                 RequestOutcome::Exception => {
                     s.errors += 1;
@@ -256,11 +261,20 @@ mod tests {
     async fn ingest_keeps_the_latest_value_and_forwards_the_batch() {
         let (tx, mut rx) = mpsc::channel(4);
         let hub = Hub::new(vec![info("m1")], Some(tx));
-        hub.ingest(vec![reading("m1", "voltage", 229.8, 100), reading("m1", "voltage", 230.1, 101)])
-            .await;
-        assert_eq!(hub.latest("m1", "voltage").unwrap().value, Value::Number(230.1));
+        hub.ingest(vec![
+            reading("m1", "voltage", 229.8, 100),
+            reading("m1", "voltage", 230.1, 101),
+        ])
+        .await;
+        assert_eq!(
+            hub.latest("m1", "voltage").unwrap().value,
+            Value::Number(230.1)
+        );
         assert_eq!(rx.recv().await.unwrap().len(), 2);
-        assert_eq!(hub.device("m1").unwrap().last_seen.unwrap().timestamp(), 101);
+        assert_eq!(
+            hub.device("m1").unwrap().last_seen.unwrap().timestamp(),
+            101
+        );
         assert_eq!(hub.readings_total(), 2);
     }
 
@@ -277,7 +291,10 @@ mod tests {
         let hub = Hub::new(vec![info("m1")], None);
         assert_eq!(hub.record_poll("m1", true, None), Some(true));
         assert_eq!(hub.record_poll("m1", true, None), None);
-        assert_eq!(hub.record_poll("m1", false, Some("timeout".into())), Some(false));
+        assert_eq!(
+            hub.record_poll("m1", false, Some("timeout".into())),
+            Some(false)
+        );
         let d = hub.device("m1").unwrap();
         assert_eq!(d.stats.polls, 3);
         assert_eq!(d.last_error.as_deref(), Some("timeout"));
@@ -290,7 +307,10 @@ mod tests {
         hub.record_request("m1", RequestOutcome::Timeout);
         hub.record_request("m1", RequestOutcome::Exception);
         let s = hub.device("m1").unwrap().stats;
-        assert_eq!((s.requests, s.errors, s.timeouts, s.exceptions), (3, 2, 1, 1));
+        assert_eq!(
+            (s.requests, s.errors, s.timeouts, s.exceptions),
+            (3, 2, 1, 1)
+        );
         assert!((s.rtt_last_ms - 10.0).abs() < 1e-9);
     }
 }

@@ -3,14 +3,14 @@
 //! Data flows one way: sources (Modbus today) emit [`reading::Reading`]s into the [`hub::Hub`],
 //! which keeps the latest values and hands them to the history [`store`].
 
+pub mod app;
+pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod hub;
 pub mod modbus;
 pub mod profile;
 pub mod reading;
 pub mod store;
-pub mod app;
-pub mod cli;
-pub mod commands;
-pub mod timeparse;
 pub mod text;
+pub mod timeparse;

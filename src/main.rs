@@ -9,7 +9,11 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo talks to its user on stdout; only warnings interrupt it.
-    let default_level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
+    let default_level = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     let filter = cli
         .log
         .clone()
@@ -24,12 +28,17 @@ fn main() -> ExitCode {
 
     let result = match cli.command {
         Command::Check { config } => Ok(commands::check::run(&config)),
-        Command::Profiles { command, profiles_dir } => Ok(match command {
+        Command::Profiles {
+            command,
+            profiles_dir,
+        } => Ok(match command {
             ProfilesCommand::List => commands::profiles::list(profiles_dir.as_deref()),
             ProfilesCommand::Show { id } => commands::profiles::show(&id, profiles_dir.as_deref()),
         }),
         Command::History(args) => commands::history::run(&args),
-        Command::Run { config } => runtime().and_then(|rt| rt.block_on(commands::run::run(&config))),
+        Command::Run { config } => {
+            runtime().and_then(|rt| rt.block_on(commands::run::run(&config)))
+        }
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(commands::demo::run(args))),
         Command::Probe(args) => runtime().and_then(|rt| rt.block_on(commands::probe::probe(args))),
         Command::Scan(args) => runtime().and_then(|rt| rt.block_on(commands::probe::scan(args))),
@@ -44,5 +53,7 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

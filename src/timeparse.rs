@@ -17,10 +17,15 @@ pub fn parse_time(s: &str, tz: Tz) -> Result<i64, String> {
     }
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         // Noon is inside the day in every zone; its day start is the local midnight.
-        let noon = d.and_hms_opt(12, 0, 0).map(|t| t.and_utc().timestamp()).unwrap_or_default();
+        let noon = d
+            .and_hms_opt(12, 0, 0)
+            .map(|t| t.and_utc().timestamp())
+            .unwrap_or_default();
         return Ok(day_start(tz, noon));
     }
-    Err(format!("`{s}` is not a time: use RFC 3339 (2026-11-26T08:00:00+08:00), unix seconds or YYYY-MM-DD"))
+    Err(format!(
+        "`{s}` is not a time: use RFC 3339 (2026-11-26T08:00:00+08:00), unix seconds or YYYY-MM-DD"
+    ))
 }
 
 /// RFC 3339 in the park's time zone, e.g. `2026-11-26T08:00:00+08:00`.
@@ -38,10 +43,15 @@ mod tests {
 
     #[test]
     fn the_three_forms_of_a_time_are_understood() {
-        assert_eq!(parse_time("2026-11-26T08:00:00+08:00", SH), Ok(1_795_651_200));
+        assert_eq!(
+            parse_time("2026-11-26T08:00:00+08:00", SH),
+            Ok(1_795_651_200)
+        );
         assert_eq!(parse_time("1795651200", SH), Ok(1_795_651_200));
         assert_eq!(parse_time("2026-11-26", SH), Ok(1_795_622_400)); // 00:00 +08:00
-        assert!(parse_time("yesterday", SH).unwrap_err().contains("RFC 3339"));
+        assert!(parse_time("yesterday", SH)
+            .unwrap_err()
+            .contains("RFC 3339"));
     }
 
     #[test]

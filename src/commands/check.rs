@@ -24,17 +24,30 @@ pub fn summary(l: &Loaded) -> String {
         "{}: OK\nhub {}{} · time zone {} · history in {}\n",
         l.path.display(),
         c.hub.id,
-        c.hub.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+        c.hub
+            .name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default(),
         c.hub.timezone.0,
         c.hub.data_dir.display(),
     );
     for bus in &c.buses {
-        let devices: Vec<_> = c.devices.iter().filter(|d| d.enabled && d.bus.as_deref() == Some(bus.id.as_str())).collect();
-        let endpoint = endpoint_of(l, bus).map(|e| e.to_string()).unwrap_or_else(|e| e.to_string());
+        let devices: Vec<_> = c
+            .devices
+            .iter()
+            .filter(|d| d.enabled && d.bus.as_deref() == Some(bus.id.as_str()))
+            .collect();
+        let endpoint = endpoint_of(l, bus)
+            .map(|e| e.to_string())
+            .unwrap_or_else(|e| e.to_string());
         let requests: usize = devices
             .iter()
             .filter_map(|d| l.device_profiles.get(&d.id))
-            .map(|p| Poller::new("".into(), 1, p.clone(), std::time::Duration::from_secs(1)).requests_per_poll())
+            .map(|p| {
+                Poller::new("".into(), 1, p.clone(), std::time::Duration::from_secs(1))
+                    .requests_per_poll()
+            })
             .sum();
         out += &format!(
             "bus {} ({}, {}): {} device{}, {} request{} per poll cycle\n",
@@ -47,12 +60,16 @@ pub fn summary(l: &Loaded) -> String {
             if requests == 1 { "" } else { "s" },
         );
         for d in devices {
-            let points = l.device_profiles.get(&d.id).map_or(0, |p| p.visible_points().count());
+            let points = l
+                .device_profiles
+                .get(&d.id)
+                .map_or(0, |p| p.visible_points().count());
             out += &format!(
                 "  {} [{}] unit {} every {} s: {} points\n",
                 d.id,
                 d.profile,
-                d.unit.map_or_else(|| "default".to_string(), |u| u.to_string()),
+                d.unit
+                    .map_or_else(|| "default".to_string(), |u| u.to_string()),
                 d.poll_interval_s(),
                 points
             );
@@ -75,7 +92,10 @@ pub fn summary(l: &Loaded) -> String {
         rest.push("uplink".into());
     }
     if !rest.is_empty() {
-        out += &format!("also configured (checked; acted on by later versions): {}\n", rest.join(", "));
+        out += &format!(
+            "also configured (checked; acted on by later versions): {}\n",
+            rest.join(", ")
+        );
     }
     out
 }

@@ -40,9 +40,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             (t.path().to_path_buf(), Some(t))
         }
     };
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
 
-    let profiles = ProfileRegistry::bundled().map_err(|d| anyhow::anyhow!("bundled profiles: {d:?}"))?;
+    let profiles =
+        ProfileRegistry::bundled().map_err(|d| anyhow::anyhow!("bundled profiles: {d:?}"))?;
     let shutdown = CancellationToken::new();
     let tcp_sim = Simulator::new();
     for &(unit, id) in TCP_METERS {
@@ -57,12 +59,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let tcp_port = tcp_listener.local_addr()?.port();
     let rtu_port = rtu_listener.local_addr()?.port();
     tokio::spawn(tcp_sim.clone().serve_tcp(tcp_listener, shutdown.clone()));
-    tokio::spawn(rtu_sim.clone().serve_rtu_over_tcp(rtu_listener, shutdown.clone()));
+    tokio::spawn(
+        rtu_sim
+            .clone()
+            .serve_rtu_over_tcp(rtu_listener, shutdown.clone()),
+    );
     tokio::spawn(script_faults(rtu_sim.clone(), shutdown.clone()));
 
     let loaded = demo_config(&data_dir, tcp_port, rtu_port)?;
     let config_path = data_dir.join("parkhub.toml");
-    std::fs::write(&config_path, &loaded.1).with_context(|| format!("writing {}", config_path.display()))?;
+    std::fs::write(&config_path, &loaded.1)
+        .with_context(|| format!("writing {}", config_path.display()))?;
     let app = App::start(&loaded.0).await?;
 
     println!("parkhub demo — 示范小微园 (a simulated park)");
@@ -72,8 +79,18 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("  config              {}", config_path.display());
     println!("  try, while it runs:");
     println!("    parkhub probe --profile chint-dtsu666 --tcp 127.0.0.1:{tcp_port} --unit 1");
-    println!("    parkhub history --config {} --device em-b3-main --point power_total --csv", config_path.display());
-    println!("  Ctrl-C stops{}.", if args.data_dir.is_none() { " (the temporary directory is removed)" } else { "" });
+    println!(
+        "    parkhub history --config {} --device em-b3-main --point power_total --csv",
+        config_path.display()
+    );
+    println!(
+        "  Ctrl-C stops{}.",
+        if args.data_dir.is_none() {
+            " (the temporary directory is removed)"
+        } else {
+            ""
+        }
+    );
     println!();
 
     let hub = app.hub.clone();
@@ -104,7 +121,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 fn demo_config(data_dir: &std::path::Path, tcp: u16, rtu: u16) -> anyhow::Result<(Loaded, String)> {
     // The placeholders stand in string values only, so a plain replacement is exact.
     let text = DEMO_CONFIG
-        .replace("${PARKHUB_DEMO_DATA}", &data_dir.display().to_string().replace('\\', "\\\\"))
+        .replace(
+            "${PARKHUB_DEMO_DATA}",
+            &data_dir.display().to_string().replace('\\', "\\\\"),
+        )
         .replace("${PARKHUB_DEMO_TCP_PORT}", &tcp.to_string())
         .replace("${PARKHUB_DEMO_RTU_PORT}", &rtu.to_string());
     let loaded = config::load_str("config/demo.toml", &text, &PathBuf::from("."), &|_| None)
@@ -130,7 +150,14 @@ async fn script_faults(sim: Arc<Simulator>, shutdown: CancellationToken) {
 
 fn print_table(hub: &Hub) {
     let now = chrono::Local::now().format("%H:%M:%S");
-    println!("{now}  {:<13} {} {:<8} {:>6} {:>6}  readings", "device", pad("name", 12), "status", "req", "err");
+    println!(
+        "{now}  {:<13} {} {:<8} {:>6} {:>6}  readings",
+        "device",
+        pad("name", 12),
+        "status",
+        "req",
+        "err"
+    );
     for d in hub.devices() {
         println!(
             "          {:<13} {} {:<8} {:>6} {:>6}  {}",
@@ -152,7 +179,14 @@ fn print_table(hub: &Hub) {
 
 /// The few values that tell a meter's story at a glance.
 fn headline(d: &DeviceState) -> String {
-    const KEYS: &[&str] = &["power_total", "energy_import", "voltage_a", "voltage", "flow_rate", "volume_total"];
+    const KEYS: &[&str] = &[
+        "power_total",
+        "energy_import",
+        "voltage_a",
+        "voltage",
+        "flow_rate",
+        "volume_total",
+    ];
     let parts: Vec<String> = KEYS
         .iter()
         .filter_map(|k| {
@@ -161,7 +195,11 @@ fn headline(d: &DeviceState) -> String {
                 Some(x) => format!("{:.2}", x),
                 None => l.value.to_string(),
             };
-            Some(format!("{k} {v} {}", l.unit.as_deref().unwrap_or("")).trim_end().to_string())
+            Some(
+                format!("{k} {v} {}", l.unit.as_deref().unwrap_or(""))
+                    .trim_end()
+                    .to_string(),
+            )
         })
         .collect();
     if d.online == Some(false) {

@@ -35,7 +35,10 @@ pub fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
     let Some(series) = history.series(&args.device, &args.point)? else {
         let known = loaded.config.device(&args.device).is_some();
         if known {
-            eprintln!("no history for {}.{} (unknown point, or nothing recorded yet)", args.device, args.point);
+            eprintln!(
+                "no history for {}.{} (unknown point, or nothing recorded yet)",
+                args.device, args.point
+            );
         } else {
             eprintln!("no device `{}` in {}", args.device, args.config.display());
         }
@@ -51,14 +54,34 @@ pub fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
     if args.csv {
         writeln!(out, "ts,value")?;
         for (ts, v) in &rows {
-            writeln!(out, "{},{}", format_local(*ts, tz), crate::reading::round_for_display(*v))?;
+            writeln!(
+                out,
+                "{},{}",
+                format_local(*ts, tz),
+                crate::reading::round_for_display(*v)
+            )?;
         }
     } else {
         let unit = series.unit.as_deref().unwrap_or("");
-        let what = if args.consumption { "consumption" } else { "value" };
-        writeln!(out, "{}.{} ({what}, {unit}) {} rows", series.device, series.point, rows.len())?;
+        let what = if args.consumption {
+            "consumption"
+        } else {
+            "value"
+        };
+        writeln!(
+            out,
+            "{}.{} ({what}, {unit}) {} rows",
+            series.device,
+            series.point,
+            rows.len()
+        )?;
         for (ts, v) in &rows {
-            writeln!(out, "{}  {}", format_local(*ts, tz), crate::reading::round_for_display(*v))?;
+            writeln!(
+                out,
+                "{}  {}",
+                format_local(*ts, tz),
+                crate::reading::round_for_display(*v)
+            )?;
         }
     }
     out.flush()?;

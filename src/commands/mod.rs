@@ -20,6 +20,9 @@ pub fn report_config_errors(d: &Diagnostics) -> ExitCode {
         eprintln!("{e}");
     }
     let n = d.0.len();
-    eprintln!("{n} error{} in the configuration", if n == 1 { "" } else { "s" });
+    eprintln!(
+        "{n} error{} in the configuration",
+        if n == 1 { "" } else { "s" }
+    );
     ExitCode::from(EXIT_CONFIG)
 }

@@ -20,14 +20,21 @@ use crate::text::pad;
 /// Pause between frames on a serial line (the 3.5 characters of RTU, with margin).
 const SERIAL_PAUSE: Duration = Duration::from_millis(20);
 
-fn endpoint(line: &LineArgs, serial: &SerialArgs, defaults: SerialDefaults) -> anyhow::Result<Endpoint> {
+fn endpoint(
+    line: &LineArgs,
+    serial: &SerialArgs,
+    defaults: SerialDefaults,
+) -> anyhow::Result<Endpoint> {
     if let Some(a) = &line.tcp {
         return Ok(Endpoint::Tcp(a.clone()));
     }
     if let Some(a) = &line.rtu_over_tcp {
         return Ok(Endpoint::RtuOverTcp(a.clone()));
     }
-    let path = line.serial.clone().context("give --tcp, --rtu-over-tcp or --serial")?;
+    let path = line
+        .serial
+        .clone()
+        .context("give --tcp, --rtu-over-tcp or --serial")?;
     Ok(Endpoint::Serial {
         path,
         line: SerialDefaults {
@@ -41,7 +48,11 @@ fn endpoint(line: &LineArgs, serial: &SerialArgs, defaults: SerialDefaults) -> a
 }
 
 fn new_line(endpoint: Endpoint, timeout: Duration) -> Line {
-    let pause = if matches!(endpoint, Endpoint::Tcp(_)) { Duration::ZERO } else { SERIAL_PAUSE };
+    let pause = if matches!(endpoint, Endpoint::Tcp(_)) {
+        Duration::ZERO
+    } else {
+        SERIAL_PAUSE
+    };
     Line::new(endpoint, timeout, pause, Duration::from_secs(1))
 }
 
@@ -54,7 +65,8 @@ struct ProbeLine<'a> {
 }
 
 pub async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
-    let mut reg = ProfileRegistry::bundled().map_err(|d| anyhow::anyhow!("bundled profiles: {d:?}"))?;
+    let mut reg =
+        ProfileRegistry::bundled().map_err(|d| anyhow::anyhow!("bundled profiles: {d:?}"))?;
     if let Some(dir) = &args.profiles_dir {
         let errs = reg.load_dir(dir);
         if !errs.is_empty() {
@@ -63,7 +75,10 @@ pub async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let Some(profile) = reg.get(&args.profile).cloned() else {
-        eprintln!("no profile `{}` (see `parkhub profiles list`)", args.profile);
+        eprintln!(
+            "no profile `{}` (see `parkhub profiles list`)",
+            args.profile
+        );
         return Ok(ExitCode::from(super::EXIT_CONFIG));
     };
     let unit = args.unit.unwrap_or(profile.serial.unit);
@@ -74,26 +89,48 @@ pub async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let mut poller = Poller::new(Arc::from("probe"), unit, profile.clone(), timeout);
     let res = poller.poll(&mut line).await;
     if !res.answered {
-        eprintln!("no answer from unit {unit} on {shown}: {}", res.errors.join("; "));
-        eprintln!("check wiring (A/B), unit id, baud/parity, and that nothing else polls this line");
+        eprintln!(
+            "no answer from unit {unit} on {shown}: {}",
+            res.errors.join("; ")
+        );
+        eprintln!(
+            "check wiring (A/B), unit id, baud/parity, and that nothing else polls this line"
+        );
         return Ok(ExitCode::FAILURE);
     }
     if args.json {
         for r in &res.readings {
-            let line = ProbeLine { point: &r.point, value: &r.value, unit: r.unit.as_deref() };
+            let line = ProbeLine {
+                point: &r.point,
+                value: &r.value,
+                unit: r.unit.as_deref(),
+            };
             println!("{}", serde_json::to_string(&line)?);
         }
     } else {
         println!("{} unit {unit} on {shown}:", profile.id);
         for r in &res.readings {
-            let label = profile.point(&r.point).and_then(|p| p.label.as_deref()).unwrap_or("");
-            println!("  {:<22} {:>14} {} {}", r.point, r.value.to_string(), pad(r.unit.as_deref().unwrap_or(""), 6), label);
+            let label = profile
+                .point(&r.point)
+                .and_then(|p| p.label.as_deref())
+                .unwrap_or("");
+            println!(
+                "  {:<22} {:>14} {} {}",
+                r.point,
+                r.value.to_string(),
+                pad(r.unit.as_deref().unwrap_or(""), 6),
+                label
+            );
         }
     }
     for e in &res.errors {
         eprintln!("warning: {e}");
     }
-    Ok(if res.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if res.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub async fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
@@ -108,8 +145,17 @@ pub async fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
     let endpoint = endpoint(&args.line, &args.serial, SerialDefaults::default())?;
     let shown = endpoint.to_string();
     let mut line = new_line(endpoint, timeout);
-    let block = ReadBlock { function: Function::Holding, start: args.register, count: 1, points: vec![] };
-    eprintln!("scanning {} unit id(s) on {shown}, {} ms each…", units.len(), timeout.as_millis());
+    let block = ReadBlock {
+        function: Function::Holding,
+        start: args.register,
+        count: 1,
+        points: vec![],
+    };
+    eprintln!(
+        "scanning {} unit id(s) on {shown}, {} ms each…",
+        units.len(),
+        timeout.as_millis()
+    );
     let mut found = Vec::new();
     for unit in units {
         line.wait_pause().await;
@@ -126,7 +172,10 @@ pub async fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
                 found.push(unit);
             }
             Err(ReadError::Exception(code)) => {
-                println!("unit {unit}: answers (refuses holding register {}: {code})", args.register);
+                println!(
+                    "unit {unit}: answers (refuses holding register {}: {code})",
+                    args.register
+                );
                 found.push(unit);
             }
             Err(ReadError::Timeout(_)) | Err(ReadError::Protocol(_)) => line.reopen(),
@@ -137,6 +186,18 @@ pub async fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let list: Vec<String> = found.iter().map(u8::to_string).collect();
-    eprintln!("{} unit(s) answer{}", found.len(), if found.is_empty() { String::new() } else { format!(": {}", list.join(", ")) });
-    Ok(if found.is_empty() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    eprintln!(
+        "{} unit(s) answer{}",
+        found.len(),
+        if found.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", list.join(", "))
+        }
+    );
+    Ok(if found.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

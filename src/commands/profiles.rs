@@ -29,7 +29,14 @@ pub fn list(dir: Option<&Path>) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
-    println!("{} {} {} {} {}  source", pad("id", 20), pad("category", 18), pad("protocol", 8), pad("vendor / model", 30), pad_left("points", 6));
+    println!(
+        "{} {} {} {} {}  source",
+        pad("id", 20),
+        pad("category", 18),
+        pad("protocol", 8),
+        pad("vendor / model", 30),
+        pad_left("points", 6)
+    );
     for e in reg.entries() {
         let p = &e.profile;
         let source = match &e.source {
@@ -58,7 +65,10 @@ pub fn show(id: &str, dir: Option<&Path>) -> ExitCode {
         eprintln!("no profile `{id}` (see `parkhub profiles list`)");
         return ExitCode::FAILURE;
     };
-    println!("{} — {} {} ({}, {})", p.id, p.vendor, p.model, p.category, p.protocol);
+    println!(
+        "{} — {} {} ({}, {})",
+        p.id, p.vendor, p.model, p.category, p.protocol
+    );
     if let Some(d) = &p.description {
         println!("{d}");
     }
@@ -81,7 +91,11 @@ pub fn show(id: &str, dir: Option<&Path>) -> ExitCode {
     );
     for pt in &p.points {
         let label = pt.label.as_deref().unwrap_or("");
-        let name = if pt.hidden { format!("({})", pt.name) } else { pt.name.to_string() };
+        let name = if pt.hidden {
+            format!("({})", pt.name)
+        } else {
+            pt.name.to_string()
+        };
         match &pt.source {
             PointSource::Register(r) => println!(
                 "{} {} {} {:<9} {:<7} {:<5} {:>9} {} {}",
@@ -100,7 +114,14 @@ pub fn show(id: &str, dir: Option<&Path>) -> ExitCode {
                 pad(&name, 22),
                 pad(label, 20),
                 pad_left("", 8),
-                pad(&parts.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" + "), 35),
+                pad(
+                    &parts
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" + "),
+                    35
+                ),
                 pad(pt.unit.as_deref().unwrap_or(""), 6),
                 pt.kind
             ),

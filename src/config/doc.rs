@@ -217,54 +217,72 @@ impl<'a> Document<'a> {
         }
     }
 
-    /// Deserializes the value at `path` into `T`, reporting every unknown key and the first type
-    /// error (serde stops there) with their positions. `Ok(None)` if the path does not exist.
-    pub fn deserialize<T: DeserializeOwned>(
-        &self,
-        path: &KeyPath,
-    ) -> Result<Option<T>, Vec<Diagnostic>> {
-        let root;
-        let value = if path.0.is_empty() {
-            root = Spanned::new(self.root.span(), DeValue::Table(self.root.get_ref().clone()));
-            &root
+    /// Deserializes the value at `path` into `T`, reporting every unknown key and every type
+    /// error with their positions. The value comes back despite unknown keys, so that later
+    /// checks still see it; `None` if the path does not exist or a value has the wrong type.
+    ///
+    /// serde stops at the first wrong value; to find the next one, the offending key is taken
+    /// out and the rest tried again (at most a few dozen times).
+    pub fn deserialize<T: DeserializeOwned>(&self, path: &KeyPath) -> (Option<T>, Vec<Diagnostic>) {
+        let mut value = if path.0.is_empty() {
+            Spanned::new(
+                self.root.span(),
+                DeValue::Table(self.root.get_ref().clone()),
+            )
         } else {
             match self.get(path) {
-                Some(v) => v,
-                None => return Ok(None),
+                Some(v) => v.clone(),
+                None => return (None, Vec::new()),
             }
         };
-        let mut unknown: Vec<Vec<Seg>> = Vec::new();
-        let result: Result<T, toml::de::Error> =
-            serde_ignored::deserialize(ValueDeserializer::from(value.clone()), |p| {
-                let mut segs = Vec::new();
-                ignored_segs(&p, &mut segs);
-                unknown.push(segs);
-            });
-        let mut diags: Vec<Diagnostic> = unknown
-            .into_iter()
-            .map(|segs| {
+        let mut diags: Vec<Diagnostic> = Vec::new();
+        let mut removed: Vec<String> = Vec::new();
+        for _ in 0..32 {
+            let mut unknown: Vec<Vec<Seg>> = Vec::new();
+            let result: Result<T, toml::de::Error> =
+                serde_ignored::deserialize(ValueDeserializer::from(value.clone()), |p| {
+                    let mut segs = Vec::new();
+                    ignored_segs(&p, &mut segs);
+                    unknown.push(segs);
+                });
+            for segs in unknown {
                 let mut full = path.clone();
                 full.0.extend(segs);
                 let name = match full.0.last() {
                     Some(Seg::Key(k)) => k.clone(),
                     _ => full.to_string(),
                 };
-                self.diag(&full, format!("unknown key `{name}`"))
-            })
-            .collect();
-        match result {
-            Ok(v) if diags.is_empty() => Ok(Some(v)),
-            Ok(_) => Err(diags),
-            Err(e) => {
-                let span = e.span().unwrap_or_else(|| value.span());
-                let mut d = self.diag_at_span(span, e.message().to_string());
-                if d.key.is_empty() {
-                    d.key = path.to_string();
+                let d = self.diag(&full, format!("unknown key `{name}`"));
+                if !diags.contains(&d) {
+                    diags.push(d);
                 }
+            }
+            let e = match result {
+                // With wrong values taken out and defaulted, the rest can still be checked.
+                Ok(v) => return (Some(v), diags),
+                Err(e) => e,
+            };
+            // A required key we took out ourselves is missing, of course: not news.
+            if removed
+                .iter()
+                .any(|k| e.message() == format!("missing field `{k}`"))
+            {
+                return (None, diags);
+            }
+            let span = e.span().unwrap_or_else(|| value.span());
+            let mut d = self.diag_at_span(span.clone(), e.message().to_string());
+            if d.key.is_empty() {
+                d.key = path.to_string();
+            }
+            if !diags.contains(&d) {
                 diags.push(d);
-                Err(diags)
+            }
+            match remove_key_at(&mut value, &span) {
+                Some(k) => removed.push(k),
+                None => return (None, diags),
             }
         }
+        (None, diags)
     }
 
     fn locate(&self, path: &KeyPath) -> Range<usize> {
@@ -274,16 +292,14 @@ impl<'a> Document<'a> {
             let next = match (seg, cur.map(|c| c.get_ref())) {
                 (Seg::Key(k), None) if i == 0 => self.root.get_ref().get_key_value(k.as_str()),
                 (Seg::Key(k), Some(DeValue::Table(t))) => t.get_key_value(k.as_str()),
-                (Seg::Index(n), Some(DeValue::Array(a))) => {
-                    match a.get(*n) {
-                        Some(v) => {
-                            best = v.span();
-                            cur = Some(v);
-                            continue;
-                        }
-                        None => break,
+                (Seg::Index(n), Some(DeValue::Array(a))) => match a.get(*n) {
+                    Some(v) => {
+                        best = v.span();
+                        cur = Some(v);
+                        continue;
                     }
-                }
+                    None => break,
+                },
                 _ => None,
             };
             match next {
@@ -305,7 +321,10 @@ impl<'a> Document<'a> {
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(0, |p| p + 1);
-        let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+        let column = String::from_utf8_lossy(&before[line_start..])
+            .chars()
+            .count()
+            + 1;
         (line, column)
     }
 }
@@ -322,9 +341,9 @@ fn ignored_segs(p: &serde_ignored::Path<'_>, out: &mut Vec<Seg>) {
             ignored_segs(parent, out);
             out.push(Seg::Key(key.clone()));
         }
-        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
-            ignored_segs(parent, out)
-        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => ignored_segs(parent, out),
     }
 }
 
@@ -362,9 +381,39 @@ fn find_in_value(value: &Spanned<DeValue<'_>>, span: &Range<usize>, path: &mut K
     }
 }
 
+/// Takes out of `value` the deepest key whose value holds `span`; returns its name.
+fn remove_key_at(value: &mut Spanned<DeValue<'_>>, span: &Range<usize>) -> Option<String> {
+    let DeValue::Table(t) = value.get_mut() else {
+        return None;
+    };
+    let mut hit: Option<String> = None;
+    for (k, v) in t.iter_mut() {
+        let inside = contains(&v.span(), span) || contains(&k.span(), span) || {
+            let mut probe = KeyPath::root();
+            find_in_value(v, span, &mut probe)
+        };
+        if inside {
+            if matches!(v.get_ref(), DeValue::Table(_)) {
+                if let Some(inner) = remove_key_at(v, span) {
+                    return Some(inner);
+                }
+            }
+            hit = Some(k.get_ref().to_string());
+            break;
+        }
+    }
+    let key = hit?;
+    t.remove(key.as_str());
+    Some(key)
+}
+
 type Missing = Vec<(Range<usize>, String)>;
 
-fn expand_table(table: &mut DeTable<'_>, lookup: &dyn Fn(&str) -> Option<String>, out: &mut Missing) {
+fn expand_table(
+    table: &mut DeTable<'_>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    out: &mut Missing,
+) {
     for (_, v) in table.iter_mut() {
         expand_value(v, lookup, out);
     }
@@ -406,12 +455,12 @@ pub fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
                 return Err("unterminated `${` in string (write `$${` for a literal)".into());
             };
             let name = &tail[..end];
-            let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                return Err(format!("`${{{name}}}` is not a valid environment variable name"));
+                return Err(format!(
+                    "`${{{name}}}` is not a valid environment variable name"
+                ));
             }
             match lookup(name) {
                 Some(v) => out.push_str(&v),
@@ -438,10 +487,20 @@ mod tests {
 
     #[test]
     fn env_variables_expand_and_escapes_stay_literal() {
-        assert_eq!(expand_str("Bearer ${TOKEN}", &env).unwrap(), "Bearer s3cret");
-        assert_eq!(expand_str("$${TOKEN} costs $5", &env).unwrap(), "${TOKEN} costs $5");
-        assert!(expand_str("${NOPE}", &env).unwrap_err().contains("NOPE is not set"));
-        assert!(expand_str("${TOKEN", &env).unwrap_err().contains("unterminated"));
+        assert_eq!(
+            expand_str("Bearer ${TOKEN}", &env).unwrap(),
+            "Bearer s3cret"
+        );
+        assert_eq!(
+            expand_str("$${TOKEN} costs $5", &env).unwrap(),
+            "${TOKEN} costs $5"
+        );
+        assert!(expand_str("${NOPE}", &env)
+            .unwrap_err()
+            .contains("NOPE is not set"));
+        assert!(expand_str("${TOKEN", &env)
+            .unwrap_err()
+            .contains("unterminated"));
     }
 
     #[derive(Deserialize, Debug)]
@@ -456,21 +515,22 @@ mod tests {
         let text = "[[device]]\nid = \"a\"\nunit = 1\n\n[[device]]\nid = \"b\"\nunit = \"x\"\ncolour = 1\n";
         let (doc, errs) = Document::parse("t.toml", text);
         assert!(errs.is_empty());
-        let ok: Dev = doc
-            .deserialize(&KeyPath::from("device").index(0))
-            .unwrap()
-            .unwrap();
-        assert_eq!(ok.id, "a");
-        let errs = doc
-            .deserialize::<Dev>(&KeyPath::from("device").index(1))
-            .unwrap_err();
+        let (ok, errs) = doc.deserialize::<Dev>(&KeyPath::from("device").index(0));
+        assert_eq!(ok.unwrap().id, "a");
+        assert!(errs.is_empty());
+        let (bad, errs) = doc.deserialize::<Dev>(&KeyPath::from("device").index(1));
+        assert!(bad.is_none());
         let shown: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
         assert!(
-            shown.iter().any(|s| s.starts_with("t.toml:8:1: device[1].colour: unknown key")),
+            shown
+                .iter()
+                .any(|s| s.starts_with("t.toml:8:1: device[1].colour: unknown key")),
             "{shown:?}"
         );
         assert!(
-            shown.iter().any(|s| s.starts_with("t.toml:7:8: device[1].unit: invalid type")),
+            shown
+                .iter()
+                .any(|s| s.starts_with("t.toml:7:8: device[1].unit: invalid type")),
             "{shown:?}"
         );
     }
@@ -485,7 +545,8 @@ mod tests {
 
     #[test]
     fn missing_env_variable_points_at_the_value() {
-        let (mut doc, _) = Document::parse("e.toml", "[uplink]\nurl = \"x\"\ntoken = \"${NOPE}\"\n");
+        let (mut doc, _) =
+            Document::parse("e.toml", "[uplink]\nurl = \"x\"\ntoken = \"${NOPE}\"\n");
         let errs = doc.expand_env(&env);
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].line, 3);

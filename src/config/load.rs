@@ -8,9 +8,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use super::validate::{self, Parts};
-use super::{
-    ApiConfig, Config, Diagnostic, Diagnostics, Document, HistoryConfig, KeyPath,
-};
+use super::{ApiConfig, Config, Diagnostic, Diagnostics, Document, HistoryConfig, KeyPath};
 use crate::profile::{Profile, ProfileRegistry, SerialDefaults};
 
 /// A checked configuration with what was derived while checking it.
@@ -66,6 +64,10 @@ pub fn load_str(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, Diagnostics> {
     let (mut doc, mut diags) = Document::parse(file, text);
+    if !diags.is_empty() {
+        // What follows a syntax error is guesswork: report the syntax alone.
+        return Err(Diagnostics(diags).sorted());
+    }
     diags.extend(doc.expand_env(env));
 
     for (key, _) in doc.top_keys() {
@@ -167,13 +169,9 @@ fn table<T: DeserializeOwned>(
     key: &str,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<T> {
-    match doc.deserialize(&KeyPath::from(key)) {
-        Ok(v) => v,
-        Err(d) => {
-            diags.extend(d);
-            None
-        }
-    }
+    let (v, d) = doc.deserialize(&KeyPath::from(key));
+    diags.extend(d);
+    v
 }
 
 /// Each element of `[[key]]` on its own, with its index so later errors name the right one.
@@ -183,12 +181,10 @@ fn array<T: DeserializeOwned>(
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<(usize, T)> {
     (0..doc.array_len(key))
-        .filter_map(|i| match doc.deserialize(&KeyPath::from(key).index(i)) {
-            Ok(v) => v.map(|v| (i, v)),
-            Err(d) => {
-                diags.extend(d);
-                None
-            }
+        .filter_map(|i| {
+            let (v, d) = doc.deserialize(&KeyPath::from(key).index(i));
+            diags.extend(d);
+            v.map(|v| (i, v))
         })
         .collect()
 }

@@ -321,7 +321,10 @@ pub struct BusConfig {
 
 impl BusConfig {
     pub fn is_serial_line(&self) -> bool {
-        matches!(self.kind, BusKind::Rtu | BusKind::RtuOverTcp | BusKind::Dlt645)
+        matches!(
+            self.kind,
+            BusKind::Rtu | BusKind::RtuOverTcp | BusKind::Dlt645
+        )
     }
 
     pub fn pause_ms(&self) -> u64 {

@@ -85,7 +85,11 @@ fn is_sha256_hex(s: &str) -> bool {
 }
 
 /// Flags ids that are malformed or repeated within one section.
-fn check_ids<'x>(c: &mut Check<'_, '_>, section: &str, ids: impl Iterator<Item = (usize, &'x str)>) {
+fn check_ids<'x>(
+    c: &mut Check<'_, '_>,
+    section: &str,
+    ids: impl Iterator<Item = (usize, &'x str)>,
+) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, id) in ids {
         let path = KeyPath::from(section).index(i).key("id");
@@ -93,14 +97,20 @@ fn check_ids<'x>(c: &mut Check<'_, '_>, section: &str, ids: impl Iterator<Item =
             c.err(path.clone(), format!("invalid id `{id}`: {}", id_rule()));
         }
         if let Some(first) = seen.insert(id, i) {
-            c.err(path, format!("duplicate id `{id}` (also {section}[{first}])"));
+            c.err(
+                path,
+                format!("duplicate id `{id}` (also {section}[{first}])"),
+            );
         }
     }
 }
 
 fn check_hub(c: &mut Check<'_, '_>, hub: &HubConfig) {
     if !valid_id(&hub.id) {
-        c.err(KeyPath::from("hub").key("id"), format!("invalid hub id `{}`: {}", hub.id, id_rule()));
+        c.err(
+            KeyPath::from("hub").key("id"),
+            format!("invalid hub id `{}`: {}", hub.id, id_rule()),
+        );
     }
     if let Some(dir) = &hub.profiles_dir {
         if !dir.is_dir() {
@@ -117,7 +127,10 @@ fn check_api(c: &mut Check<'_, '_>, api: &ApiConfig) {
     for (i, t) in api.token.iter().enumerate() {
         let path = KeyPath::from("api").key("token").index(i);
         if !names.insert(t.name.as_str()) {
-            c.err(path.key("name"), format!("duplicate token name `{}`", t.name));
+            c.err(
+                path.key("name"),
+                format!("duplicate token name `{}`", t.name),
+            );
         }
         if !is_sha256_hex(&t.sha256) {
             c.err(
@@ -136,7 +149,10 @@ fn check_history(c: &mut Check<'_, '_>, h: &HistoryConfig) {
         ("daily_days", h.daily_days),
     ] {
         if days == 0 {
-            c.err(KeyPath::from("history").key(key), "retention must be at least 1 day");
+            c.err(
+                KeyPath::from("history").key(key),
+                "retention must be at least 1 day",
+            );
         }
     }
 }
@@ -144,7 +160,9 @@ fn check_history(c: &mut Check<'_, '_>, h: &HistoryConfig) {
 fn check_mqtt(c: &mut Check<'_, '_>, m: &MqttConfig) {
     let at = |k: &str| KeyPath::from("mqtt").key(k);
     if m.broker == "embedded" {
-        let listen = m.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1883)));
+        let listen = m
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1883)));
         if !listen.ip().is_loopback() && m.user.is_empty() {
             c.err(
                 at("listen"),
@@ -160,7 +178,10 @@ fn check_mqtt(c: &mut Check<'_, '_>, m: &MqttConfig) {
             ),
         }
         if m.listen.is_some() {
-            c.err(at("listen"), "`listen` is for the embedded broker; this config uses an external one");
+            c.err(
+                at("listen"),
+                "`listen` is for the embedded broker; this config uses an external one",
+            );
         }
     }
     if m.password.is_some() && m.username.is_none() {
@@ -170,13 +191,23 @@ fn check_mqtt(c: &mut Check<'_, '_>, m: &MqttConfig) {
     for (i, u) in m.user.iter().enumerate() {
         let path = at("user").index(i);
         if !names.insert(u.name.as_str()) {
-            c.err(path.key("name"), format!("duplicate MQTT user `{}`", u.name));
+            c.err(
+                path.key("name"),
+                format!("duplicate MQTT user `{}`", u.name),
+            );
         }
         if !is_sha256_hex(&u.password_sha256) {
-            c.err(path.key("password_sha256"), "password_sha256 must be 64 hex digits of SHA-256(password)");
+            c.err(
+                path.key("password_sha256"),
+                "password_sha256 must be 64 hex digits of SHA-256(password)",
+            );
         }
     }
-    for (key, file) in [("ca_file", &m.ca_file), ("client_cert", &m.client_cert), ("client_key", &m.client_key)] {
+    for (key, file) in [
+        ("ca_file", &m.ca_file),
+        ("client_cert", &m.client_cert),
+        ("client_key", &m.client_key),
+    ] {
         if let Some(f) = file {
             if !f.is_file() {
                 c.err(at(key), format!("{} does not exist", f.display()));
@@ -194,8 +225,12 @@ fn check_host_port(addr: &str) -> Result<(), String> {
         return Ok(());
     }
     match addr.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
-        _ => Err(format!("address `{addr}` must be host:port, e.g. 192.168.1.20:502")),
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "address `{addr}` must be host:port, e.g. 192.168.1.20:502"
+        )),
     }
 }
 
@@ -207,7 +242,10 @@ fn check_buses(c: &mut Check<'_, '_>, buses: &[(usize, BusConfig)]) {
         match b.kind {
             BusKind::Tcp | BusKind::RtuOverTcp => {
                 match &b.address {
-                    None => c.err(at("kind"), format!("a {} bus needs `address = \"host:port\"`", b.kind)),
+                    None => c.err(
+                        at("kind"),
+                        format!("a {} bus needs `address = \"host:port\"`", b.kind),
+                    ),
                     Some(a) => {
                         if let Err(e) = check_host_port(a) {
                             c.err(at("address"), e);
@@ -219,12 +257,18 @@ fn check_buses(c: &mut Check<'_, '_>, buses: &[(usize, BusConfig)]) {
                     }
                 }
                 if b.serial.is_some() {
-                    c.err(at("serial"), format!("`serial` is for rtu buses, not {}", b.kind));
+                    c.err(
+                        at("serial"),
+                        format!("`serial` is for rtu buses, not {}", b.kind),
+                    );
                 }
             }
             BusKind::Rtu => {
                 match &b.serial {
-                    None => c.err(at("kind"), "an rtu bus needs `serial = \"/dev/ttyUSB0\"` (or similar)"),
+                    None => c.err(
+                        at("kind"),
+                        "an rtu bus needs `serial = \"/dev/ttyUSB0\"` (or similar)",
+                    ),
                     Some(p) => {
                         let key = p.display().to_string();
                         if let Some(other) = endpoints.insert(key.clone(), b.id.as_str()) {
@@ -233,12 +277,18 @@ fn check_buses(c: &mut Check<'_, '_>, buses: &[(usize, BusConfig)]) {
                     }
                 }
                 if b.address.is_some() {
-                    c.err(at("address"), "`address` is for tcp and rtu-over-tcp buses; an rtu bus uses `serial`");
+                    c.err(
+                        at("address"),
+                        "`address` is for tcp and rtu-over-tcp buses; an rtu bus uses `serial`",
+                    );
                 }
             }
             BusKind::Dlt645 => c.err(
                 at("kind"),
-                format!("dlt645 buses are not supported by parkhub {} yet", env!("CARGO_PKG_VERSION")),
+                format!(
+                    "dlt645 buses are not supported by parkhub {} yet",
+                    env!("CARGO_PKG_VERSION")
+                ),
             ),
         }
         if b.kind == BusKind::Tcp {
@@ -249,7 +299,10 @@ fn check_buses(c: &mut Check<'_, '_>, buses: &[(usize, BusConfig)]) {
                 ("stop_bits", b.stop_bits.is_some()),
             ] {
                 if given {
-                    c.err(at(key), format!("`{key}` is a serial setting; a tcp bus has none"));
+                    c.err(
+                        at(key),
+                        format!("`{key}` is a serial setting; a tcp bus has none"),
+                    );
                 }
             }
         }
@@ -271,15 +324,25 @@ fn check_devices(
     profiles: &ProfileRegistry,
     resolved: &mut Resolved,
 ) {
-    check_ids(c, "device", parts.devices.iter().map(|(i, d)| (*i, d.id.as_str())));
-    let buses: HashMap<&str, &BusConfig> =
-        parts.buses.iter().map(|(_, b)| (b.id.as_str(), b)).collect();
+    check_ids(
+        c,
+        "device",
+        parts.devices.iter().map(|(i, d)| (*i, d.id.as_str())),
+    );
+    let buses: HashMap<&str, &BusConfig> = parts
+        .buses
+        .iter()
+        .map(|(_, b)| (b.id.as_str(), b))
+        .collect();
     let mut units: HashMap<(&str, u8), &str> = HashMap::new();
     for (i, d) in &parts.devices {
         let at = |k: &str| KeyPath::from("device").index(*i).key(k);
         if let Some(p) = d.poll_interval_s {
             if p < 1 {
-                c.err(at("poll_interval_s"), format!("poll_interval_s must be at least 1 (got {p})"));
+                c.err(
+                    at("poll_interval_s"),
+                    format!("poll_interval_s must be at least 1 (got {p})"),
+                );
             }
         }
         if d.timeout_ms == Some(0) {
@@ -289,21 +352,44 @@ fn check_devices(
             let known: Vec<&str> = profiles.ids().collect();
             c.err(
                 at("profile"),
-                format!("unknown profile `{}` (see `parkhub profiles list`; known: {})", d.profile, known.join(", ")),
+                format!(
+                    "unknown profile `{}` (see `parkhub profiles list`; known: {})",
+                    d.profile,
+                    known.join(", ")
+                ),
             );
             continue;
         };
         match profile.protocol {
             Protocol::Modbus => {
                 match d.bus.as_deref() {
-                    None => c.err(at("profile"), format!("device `{}` uses a Modbus profile and needs `bus`", d.id)),
+                    None => c.err(
+                        at("profile"),
+                        format!("device `{}` uses a Modbus profile and needs `bus`", d.id),
+                    ),
                     Some(bus) => match buses.get(bus) {
                         None => {
                             let known: Vec<&str> = buses.keys().copied().collect();
-                            c.err(at("bus"), format!("no bus `{bus}` (buses: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") }));
+                            c.err(
+                                at("bus"),
+                                format!(
+                                    "no bus `{bus}` (buses: {})",
+                                    if known.is_empty() {
+                                        "none".to_string()
+                                    } else {
+                                        known.join(", ")
+                                    }
+                                ),
+                            );
                         }
                         Some(b) if b.kind == BusKind::Dlt645 => {
-                            c.err(at("bus"), format!("bus `{bus}` speaks DL/T 645, profile {} speaks Modbus", d.profile));
+                            c.err(
+                                at("bus"),
+                                format!(
+                                    "bus `{bus}` speaks DL/T 645, profile {} speaks Modbus",
+                                    d.profile
+                                ),
+                            );
                         }
                         Some(_) => {}
                     },
@@ -314,7 +400,12 @@ fn check_devices(
                         if let Some(bus) = d.bus.as_deref() {
                             if d.enabled {
                                 if let Some(other) = units.insert((bus, u), d.id.as_str()) {
-                                    c.err(at("unit"), format!("unit {u} on bus `{bus}` is already device `{other}`"));
+                                    c.err(
+                                        at("unit"),
+                                        format!(
+                                            "unit {u} on bus `{bus}` is already device `{other}`"
+                                        ),
+                                    );
                                 }
                             }
                         }
@@ -328,7 +419,10 @@ fn check_devices(
                     ("expire_after_s", d.expire_after_s.is_some()),
                 ] {
                     if given {
-                        c.err(at(key), format!("`{key}` does not apply to Modbus device `{}`", d.id));
+                        c.err(
+                            at(key),
+                            format!("`{key}` does not apply to Modbus device `{}`", d.id),
+                        );
                     }
                 }
                 match crate::profile::apply_overrides(profile, &d.point) {
@@ -344,11 +438,17 @@ fn check_devices(
             }
             other => c.err(
                 at("profile"),
-                format!("{other} devices are not supported by parkhub {} yet", env!("CARGO_PKG_VERSION")),
+                format!(
+                    "{other} devices are not supported by parkhub {} yet",
+                    env!("CARGO_PKG_VERSION")
+                ),
             ),
         }
     }
 }
+
+/// Prints one serial setting of a profile, to compare devices on one line.
+type Show = fn(&SerialDefaults) -> String;
 
 /// Settles each serial line's settings; the devices on one line must agree with it.
 fn check_bus_lines(c: &mut Check<'_, '_>, parts: &Parts, resolved: &mut Resolved) {
@@ -361,17 +461,26 @@ fn check_bus_lines(c: &mut Check<'_, '_>, parts: &Parts, resolved: &mut Resolved
             .devices
             .iter()
             .filter(|(_, d)| d.bus.as_deref() == Some(b.id.as_str()))
-            .filter_map(|(_, d)| resolved.device_profiles.get(&d.id).map(|p| (d.id.as_str(), p.serial)))
+            .filter_map(|(_, d)| {
+                resolved
+                    .device_profiles
+                    .get(&d.id)
+                    .map(|p| (d.id.as_str(), p.serial))
+            })
             .collect();
         let mut line = SerialDefaults::default();
-        let fields: [(&str, Option<String>, Box<dyn Fn(&SerialDefaults) -> String>); 4] = [
-            ("baud", b.baud.map(|v| v.to_string()), Box::new(|s| s.baud.to_string())),
-            ("parity", b.parity.map(|v| v.to_string()), Box::new(|s| s.parity.to_string())),
-            ("data_bits", b.data_bits.map(|v| v.to_string()), Box::new(|s| s.data_bits.to_string())),
-            ("stop_bits", b.stop_bits.map(|v| v.to_string()), Box::new(|s| s.stop_bits.to_string())),
+        let settings: [(&str, bool, Show); 4] = [
+            ("baud", b.baud.is_some(), |s| s.baud.to_string()),
+            ("parity", b.parity.is_some(), |s| s.parity.to_string()),
+            ("data_bits", b.data_bits.is_some(), |s| {
+                s.data_bits.to_string()
+            }),
+            ("stop_bits", b.stop_bits.is_some(), |s| {
+                s.stop_bits.to_string()
+            }),
         ];
-        for (key, given, of) in &fields {
-            if given.is_some() {
+        for (key, given, of) in settings {
+            if given {
                 continue;
             }
             let mut seen: BTreeMap<String, Vec<&str>> = BTreeMap::new();
@@ -379,7 +488,10 @@ fn check_bus_lines(c: &mut Check<'_, '_>, parts: &Parts, resolved: &mut Resolved
                 seen.entry(of(s)).or_default().push(dev);
             }
             if seen.len() > 1 {
-                let detail: Vec<String> = seen.iter().map(|(v, devs)| format!("{v} for {}", devs.join(", "))).collect();
+                let detail: Vec<String> = seen
+                    .iter()
+                    .map(|(v, devs)| format!("{v} for {}", devs.join(", ")))
+                    .collect();
                 c.err(at("kind"), format!("the profiles of the devices on this line disagree on {key} ({}): set `{key}` on the bus", detail.join("; ")));
             }
         }
@@ -401,28 +513,52 @@ fn check_words(c: &mut Check<'_, '_>, path: KeyPath, v: &Option<OneOrMany>, allo
     if let Some(v) = v {
         for w in v.values() {
             if !allowed.contains(&w) {
-                c.err(path.clone(), format!("`{w}` is not one of: {}", allowed.join(", ")));
+                c.err(
+                    path.clone(),
+                    format!("`{w}` is not one of: {}", allowed.join(", ")),
+                );
             }
         }
     }
 }
 
 fn check_notify(c: &mut Check<'_, '_>, parts: &Parts) {
-    check_ids(c, "channel", parts.channels.iter().map(|(i, ch)| (*i, ch.id.as_str())));
-    check_ids(c, "department", parts.departments.iter().map(|(i, d)| (*i, d.id.as_str())));
-    let channels: HashSet<&str> = parts.channels.iter().map(|(_, ch)| ch.id.as_str()).collect();
-    let departments: HashSet<&str> = parts.departments.iter().map(|(_, d)| d.id.as_str()).collect();
+    check_ids(
+        c,
+        "channel",
+        parts.channels.iter().map(|(i, ch)| (*i, ch.id.as_str())),
+    );
+    check_ids(
+        c,
+        "department",
+        parts.departments.iter().map(|(i, d)| (*i, d.id.as_str())),
+    );
+    let channels: HashSet<&str> = parts
+        .channels
+        .iter()
+        .map(|(_, ch)| ch.id.as_str())
+        .collect();
+    let departments: HashSet<&str> = parts
+        .departments
+        .iter()
+        .map(|(_, d)| d.id.as_str())
+        .collect();
 
     for (i, ch) in &parts.channels {
         let at = |k: &str| KeyPath::from("channel").index(*i).key(k);
         match ch.kind {
-            ChannelKind::Webhook | ChannelKind::Dingtalk | ChannelKind::Wecom | ChannelKind::Feishu => {
-                match ch.url.as_deref().map(url::Url::parse) {
-                    None => c.err(at("kind"), format!("a {:?} channel needs `url`", ch.kind).to_lowercase()),
-                    Some(Ok(u)) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
-                    Some(_) => c.err(at("url"), "url must be an http:// or https:// URL"),
+            ChannelKind::Webhook
+            | ChannelKind::Dingtalk
+            | ChannelKind::Wecom
+            | ChannelKind::Feishu => match ch.url.as_deref().map(url::Url::parse) {
+                None => c.err(
+                    at("kind"),
+                    format!("a {:?} channel needs `url`", ch.kind).to_lowercase(),
+                ),
+                Some(Ok(u)) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
                 }
-            }
+                Some(_) => c.err(at("url"), "url must be an http:// or https:// URL"),
+            },
             ChannelKind::Mqtt => {
                 if ch.topic.as_deref().is_none_or(str::is_empty) {
                     c.err(at("kind"), "an mqtt channel needs `topic`");
@@ -430,18 +566,30 @@ fn check_notify(c: &mut Check<'_, '_>, parts: &Parts) {
             }
             ChannelKind::Gpio => match ch.pin {
                 None => c.err(at("kind"), "a gpio channel needs `pin` (BCM numbering)"),
-                Some(p) if p > 27 => c.err(at("pin"), format!("pin {p} is not a Raspberry Pi BCM GPIO (0..=27)")),
+                Some(p) if p > 27 => c.err(
+                    at("pin"),
+                    format!("pin {p} is not a Raspberry Pi BCM GPIO (0..=27)"),
+                ),
                 Some(_) => {}
             },
         }
         if ch.rate_limit_per_min == Some(0) {
-            c.err(at("rate_limit_per_min"), "rate_limit_per_min must be at least 1");
+            c.err(
+                at("rate_limit_per_min"),
+                "rate_limit_per_min must be at least 1",
+            );
         }
     }
     for (i, d) in &parts.departments {
         for (j, ch) in d.channels.iter().enumerate() {
             if !channels.contains(ch.as_str()) {
-                c.err(KeyPath::from("department").index(*i).key("channels").index(j), format!("no channel `{ch}`"));
+                c.err(
+                    KeyPath::from("department")
+                        .index(*i)
+                        .key("channels")
+                        .index(j),
+                    format!("no channel `{ch}`"),
+                );
             }
         }
     }
@@ -461,10 +609,16 @@ fn check_notify(c: &mut Check<'_, '_>, parts: &Parts) {
             }
         }
         if r.escalate_after_s == Some(0) {
-            c.err(at("escalate_after_s"), "escalate_after_s must be at least 1");
+            c.err(
+                at("escalate_after_s"),
+                "escalate_after_s must be at least 1",
+            );
         }
         if r.escalate_after_s.is_some() && r.escalate_to.is_empty() {
-            c.err(at("escalate_after_s"), "escalate_after_s needs `escalate_to`");
+            c.err(
+                at("escalate_after_s"),
+                "escalate_after_s needs `escalate_to`",
+            );
         }
         let m = at("match");
         check_words(c, m.key("category"), &r.matcher.category, CATEGORIES);
@@ -480,7 +634,17 @@ fn check_uplink(c: &mut Check<'_, '_>, u: &UplinkConfig) {
     };
     match url::Url::parse(&u.url) {
         Ok(p) if schemes.contains(&p.scheme()) && p.host_str().is_some() => {}
-        _ => c.err(at("url"), format!("url must be a {} URL", schemes.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(" or "))),
+        _ => c.err(
+            at("url"),
+            format!(
+                "url must be a {} URL",
+                schemes
+                    .iter()
+                    .map(|s| format!("{s}://"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+        ),
     }
     if u.interval_s == 0 {
         c.err(at("interval_s"), "interval_s must be at least 1");

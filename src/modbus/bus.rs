@@ -37,7 +37,12 @@ pub struct Line {
 }
 
 impl Line {
-    pub fn new(endpoint: Endpoint, connect_timeout: Duration, pause: Duration, max_backoff: Duration) -> Self {
+    pub fn new(
+        endpoint: Endpoint,
+        connect_timeout: Duration,
+        pause: Duration,
+        max_backoff: Duration,
+    ) -> Self {
         Self {
             backoff: Self::backoff(max_backoff),
             endpoint,
@@ -69,7 +74,10 @@ impl Line {
         if self.ctx.is_none() {
             if let Some(at) = self.reconnect_at {
                 if Instant::now() < at {
-                    return Err(self.last_link_error.clone().unwrap_or_else(|| "link down".into()));
+                    return Err(self
+                        .last_link_error
+                        .clone()
+                        .unwrap_or_else(|| "link down".into()));
                 }
             }
             match link::connect(&self.endpoint, self.connect_timeout).await {
@@ -164,7 +172,8 @@ impl Poller {
     /// Reads every point once.
     pub async fn poll(&mut self, line: &mut Line) -> PollResult {
         let mut res = PollResult::default();
-        let mut values: Vec<Option<(Value, chrono::DateTime<Utc>)>> = vec![None; self.profile.points.len()];
+        let mut values: Vec<Option<(Value, chrono::DateTime<Utc>)>> =
+            vec![None; self.profile.points.len()];
         let mut bi = 0;
         while bi < self.blocks.len() {
             let block = self.blocks[bi].clone();
@@ -185,7 +194,9 @@ impl Poller {
                     res.answered = true;
                     let ts = Utc::now();
                     for &i in &block.points {
-                        let Some(spec) = self.profile.points[i].register() else { continue };
+                        let Some(spec) = self.profile.points[i].register() else {
+                            continue;
+                        };
                         let range = block.slice_of(spec);
                         let v = match &answer {
                             Answer::Words(w) => decode(spec, &w[range]),
@@ -193,14 +204,19 @@ impl Poller {
                         };
                         match v {
                             Ok(v) => values[i] = Some((v, ts)),
-                            Err(e) => res.errors.push(format!("{}: {e}", self.profile.points[i].name)),
+                            Err(e) => res
+                                .errors
+                                .push(format!("{}: {e}", self.profile.points[i].name)),
                         }
                     }
                 }
                 Err(ReadError::Exception(code)) => {
                     res.outcomes.push(RequestOutcome::Exception);
                     res.answered = true;
-                    let refused_range = matches!(code, ExceptionCode::IllegalDataAddress | ExceptionCode::IllegalDataValue);
+                    let refused_range = matches!(
+                        code,
+                        ExceptionCode::IllegalDataAddress | ExceptionCode::IllegalDataValue
+                    );
                     if refused_range && block.points.len() > 1 {
                         // Some meters refuse reads that span registers they do not have: read
                         // this block's points one by one from now on.
@@ -210,11 +226,25 @@ impl Poller {
                         self.blocks.splice(bi..=bi, parts);
                         continue;
                     }
-                    let names: Vec<&str> = block.points.iter().map(|&i| &*self.profile.points[i].name).collect();
-                    res.errors.push(format!("{} {}..+{} ({}): device refused: {code}", block.function, block.start, block.count, names.join(", ")));
+                    let names: Vec<&str> = block
+                        .points
+                        .iter()
+                        .map(|&i| &*self.profile.points[i].name)
+                        .collect();
+                    res.errors.push(format!(
+                        "{} {}..+{} ({}): device refused: {code}",
+                        block.function,
+                        block.start,
+                        block.count,
+                        names.join(", ")
+                    ));
                 }
                 Err(e @ (ReadError::Timeout(_) | ReadError::Protocol(_))) => {
-                    res.outcomes.push(if matches!(e, ReadError::Timeout(_)) { RequestOutcome::Timeout } else { RequestOutcome::LinkError });
+                    res.outcomes.push(if matches!(e, ReadError::Timeout(_)) {
+                        RequestOutcome::Timeout
+                    } else {
+                        RequestOutcome::LinkError
+                    });
                     // A late answer could be taken for the next request's: start the line afresh.
                     line.reopen();
                     res.errors.push(e.to_string());
@@ -234,7 +264,11 @@ impl Poller {
         res
     }
 
-    fn collect(&mut self, values: Vec<Option<(Value, chrono::DateTime<Utc>)>>, res: &mut PollResult) {
+    fn collect(
+        &mut self,
+        values: Vec<Option<(Value, chrono::DateTime<Utc>)>>,
+        res: &mut PollResult,
+    ) {
         for (i, p) in self.profile.points.iter().enumerate() {
             if p.hidden {
                 continue;
@@ -246,7 +280,12 @@ impl Poller {
                     let mut ts = None;
                     let mut complete = true;
                     for part in parts {
-                        let found = self.profile.points.iter().position(|q| q.name == *part).and_then(|j| values[j].as_ref());
+                        let found = self
+                            .profile
+                            .points
+                            .iter()
+                            .position(|q| q.name == *part)
+                            .and_then(|j| values[j].as_ref());
                         match found.and_then(|(v, t)| v.as_f64().map(|x| (x, *t))) {
                             Some((x, t)) => {
                                 sum += x;
@@ -285,7 +324,13 @@ impl Poller {
 
 /// When a device is polled next. Online: on its fixed rhythm, skipping cycles it overran.
 /// Offline: back-off doubling from the interval up to `max_backoff`.
-pub fn next_due(due: Instant, now: Instant, interval: Duration, offline_polls: u32, max_backoff: Duration) -> Instant {
+pub fn next_due(
+    due: Instant,
+    now: Instant,
+    interval: Duration,
+    offline_polls: u32,
+    max_backoff: Duration,
+) -> Instant {
     if offline_polls == 0 {
         let next = due + interval;
         if next > now {
@@ -323,16 +368,29 @@ impl ModbusBus {
         let endpoint = endpoint_of(loaded, bus)?;
         let timeout = Duration::from_millis(bus.timeout_ms);
         let max_backoff = Duration::from_secs(bus.max_backoff_s);
-        let line = Line::new(endpoint, timeout, Duration::from_millis(bus.pause_ms()), max_backoff);
+        let line = Line::new(
+            endpoint,
+            timeout,
+            Duration::from_millis(bus.pause_ms()),
+            max_backoff,
+        );
         let now = Instant::now();
         let mut devices = Vec::new();
-        for d in loaded.config.devices.iter().filter(|d| d.enabled && d.bus.as_deref() == Some(bus.id.as_str())) {
+        for d in loaded
+            .config
+            .devices
+            .iter()
+            .filter(|d| d.enabled && d.bus.as_deref() == Some(bus.id.as_str()))
+        {
             let profile = loaded
                 .device_profiles
                 .get(&d.id)
                 .cloned()
                 .ok_or_else(|| anyhow::anyhow!("device {} has no resolved profile", d.id))?;
-            let unit = d.unit.and_then(|u| u8::try_from(u).ok()).unwrap_or(profile.serial.unit);
+            let unit = d
+                .unit
+                .and_then(|u| u8::try_from(u).ok())
+                .unwrap_or(profile.serial.unit);
             let timeout = d.timeout_ms.map_or(timeout, Duration::from_millis);
             devices.push(Scheduled {
                 poller: Poller::new(Arc::from(d.id.as_str()), unit, profile, timeout),
@@ -362,7 +420,13 @@ impl ModbusBus {
         }
         info!(bus = %self.id, endpoint = %self.line.endpoint(), devices = self.devices.len(), "bus started");
         loop {
-            let Some(next) = self.devices.iter().enumerate().min_by_key(|(_, d)| d.due).map(|(i, _)| i) else {
+            let Some(next) = self
+                .devices
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, d)| d.due)
+                .map(|(i, _)| i)
+            else {
                 return;
             };
             tokio::select! {
@@ -395,12 +459,16 @@ impl ModbusBus {
                     false
                 } else {
                     // Not yet offline: one miss on a noisy line is no verdict.
-                    hub.device(&d.poller.id).and_then(|s| s.online).unwrap_or(false)
+                    hub.device(&d.poller.id)
+                        .and_then(|s| s.online)
+                        .unwrap_or(false)
                 }
             };
             match hub.record_poll(&d.poller.id, online, error.clone()) {
                 Some(true) => info!(device = %d.poller.id, bus = %self.id, "device online"),
-                Some(false) => warn!(device = %d.poller.id, bus = %self.id, error = error.as_deref().unwrap_or(""), "device offline"),
+                Some(false) => {
+                    warn!(device = %d.poller.id, bus = %self.id, error = error.as_deref().unwrap_or(""), "device offline")
+                }
                 None => {
                     if let Some(e) = &error {
                         debug!(device = %d.poller.id, error = %e, "poll problem");
@@ -439,9 +507,15 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
         let max = Duration::from_secs(60);
-        assert_eq!(next_due(t0, t0 + Duration::from_millis(300), 5 * s, 0, max), t0 + 5 * s);
+        assert_eq!(
+            next_due(t0, t0 + Duration::from_millis(300), 5 * s, 0, max),
+            t0 + 5 * s
+        );
         // the poll overran two whole cycles: the next one is on the rhythm, not a burst
-        assert_eq!(next_due(t0, t0 + Duration::from_millis(12_500), 5 * s, 0, max), t0 + 15 * s);
+        assert_eq!(
+            next_due(t0, t0 + Duration::from_millis(12_500), 5 * s, 0, max),
+            t0 + 15 * s
+        );
     }
 
     #[tokio::test(start_paused = true)]

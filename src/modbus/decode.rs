@@ -181,7 +181,11 @@ pub fn encode(spec: &RegisterSpec, value: &Value) -> Vec<u16> {
                 Some(bit) => u16::from(on) << bit,
                 None => u16::from(on),
             };
-            vec![if spec.order.swaps_bytes() { w.swap_bytes() } else { w }]
+            vec![if spec.order.swaps_bytes() {
+                w.swap_bytes()
+            } else {
+                w
+            }]
         }
         (dtype, v) => {
             let label_code = match v {
@@ -197,10 +201,18 @@ pub fn encode(spec: &RegisterSpec, value: &Value) -> Vec<u16> {
                 .or_else(|| v.as_f64().map(|e| (e - spec.offset) / spec.scale))
                 .unwrap_or(0.0);
             let bytes: Vec<u8> = match dtype {
-                DataType::U16 => (x.round().clamp(0.0, u16::MAX as f64) as u16).to_be_bytes().to_vec(),
-                DataType::I16 => (x.round().clamp(i16::MIN as f64, i16::MAX as f64) as i16).to_be_bytes().to_vec(),
-                DataType::U32 => (x.round().clamp(0.0, u32::MAX as f64) as u32).to_be_bytes().to_vec(),
-                DataType::I32 => (x.round().clamp(i32::MIN as f64, i32::MAX as f64) as i32).to_be_bytes().to_vec(),
+                DataType::U16 => (x.round().clamp(0.0, u16::MAX as f64) as u16)
+                    .to_be_bytes()
+                    .to_vec(),
+                DataType::I16 => (x.round().clamp(i16::MIN as f64, i16::MAX as f64) as i16)
+                    .to_be_bytes()
+                    .to_vec(),
+                DataType::U32 => (x.round().clamp(0.0, u32::MAX as f64) as u32)
+                    .to_be_bytes()
+                    .to_vec(),
+                DataType::I32 => (x.round().clamp(i32::MIN as f64, i32::MAX as f64) as i32)
+                    .to_be_bytes()
+                    .to_vec(),
                 DataType::U64 => (x.round().max(0.0) as u64).to_be_bytes().to_vec(),
                 DataType::I64 => (x.round() as i64).to_be_bytes().to_vec(),
                 DataType::F32 => (x as f32).to_be_bytes().to_vec(),
@@ -251,7 +263,10 @@ mod tests {
     #[test]
     fn tuf2000m_floats_arrive_low_word_first() {
         // meters.md: registers 0x806B, 0x4212 → 0x4212806B (≈ 36.6254; the manual rounds it to 36.625)
-        let v = num(decode(&spec(DataType::F32, WordOrder::CDAB), &[0x806B, 0x4212]));
+        let v = num(decode(
+            &spec(DataType::F32, WordOrder::CDAB),
+            &[0x806B, 0x4212],
+        ));
         assert_eq!(v as f32, f32::from_bits(0x4212_806B));
         assert!((v - 36.625).abs() < 0.001);
     }
@@ -259,7 +274,10 @@ mod tests {
     #[test]
     fn xintai_floats_are_fully_little_endian() {
         // meters.md: bytes 1E 85 0B 3F = 0.545
-        let v = num(decode(&spec(DataType::F32, WordOrder::DCBA), &[0x1E85, 0x0B3F]));
+        let v = num(decode(
+            &spec(DataType::F32, WordOrder::DCBA),
+            &[0x1E85, 0x0B3F],
+        ));
         assert!((v - 0.545).abs() < 1e-6, "{v}");
     }
 
@@ -273,8 +291,16 @@ mod tests {
             (WordOrder::DCBA, [0x0403, 0x0201]),
         ];
         for (order, words) in cases {
-            assert_eq!(num(decode(&spec(DataType::U32, order), &words)), value, "{order}");
-            assert_eq!(encode(&spec(DataType::U32, order), &Value::Number(value)), words, "{order}");
+            assert_eq!(
+                num(decode(&spec(DataType::U32, order), &words)),
+                value,
+                "{order}"
+            );
+            assert_eq!(
+                encode(&spec(DataType::U32, order), &Value::Number(value)),
+                words,
+                "{order}"
+            );
         }
     }
 
@@ -309,9 +335,15 @@ mod tests {
     fn strings_trim_padding_and_honour_byte_swap() {
         let mut s = spec(DataType::String, WordOrder::ABCD);
         s.length = 4;
-        assert_eq!(decode(&s, &[0x5344, 0x4D31, 0x3230, 0x0000]), Ok(Value::Text("SDM120".into())));
+        assert_eq!(
+            decode(&s, &[0x5344, 0x4D31, 0x3230, 0x0000]),
+            Ok(Value::Text("SDM120".into()))
+        );
         s.order = WordOrder::BADC;
-        assert_eq!(decode(&s, &[0x4453, 0x314D, 0x3032, 0x0000]), Ok(Value::Text("SDM120".into())));
+        assert_eq!(
+            decode(&s, &[0x4453, 0x314D, 0x3032, 0x0000]),
+            Ok(Value::Text("SDM120".into()))
+        );
     }
 
     #[test]
@@ -336,7 +368,13 @@ mod tests {
     #[test]
     fn a_wrong_number_of_registers_is_an_error_not_a_panic() {
         let s = spec(DataType::F64, WordOrder::ABCD);
-        assert_eq!(decode(&s, &[1, 2]), Err(DecodeError::Length { expected: 4, got: 2 }));
+        assert_eq!(
+            decode(&s, &[1, 2]),
+            Err(DecodeError::Length {
+                expected: 4,
+                got: 2
+            })
+        );
     }
 
     #[test]
@@ -346,13 +384,25 @@ mod tests {
     }
 
     fn any_order() -> impl Strategy<Value = WordOrder> {
-        prop_oneof![Just(WordOrder::ABCD), Just(WordOrder::CDAB), Just(WordOrder::BADC), Just(WordOrder::DCBA)]
+        prop_oneof![
+            Just(WordOrder::ABCD),
+            Just(WordOrder::CDAB),
+            Just(WordOrder::BADC),
+            Just(WordOrder::DCBA)
+        ]
     }
 
     fn any_numeric_type() -> impl Strategy<Value = DataType> {
         prop_oneof![
-            Just(DataType::U16), Just(DataType::I16), Just(DataType::U32), Just(DataType::I32),
-            Just(DataType::U64), Just(DataType::I64), Just(DataType::F32), Just(DataType::F64), Just(DataType::Bcd),
+            Just(DataType::U16),
+            Just(DataType::I16),
+            Just(DataType::U32),
+            Just(DataType::I32),
+            Just(DataType::U64),
+            Just(DataType::I64),
+            Just(DataType::F32),
+            Just(DataType::F64),
+            Just(DataType::Bcd),
         ]
     }
 

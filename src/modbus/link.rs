@@ -85,7 +85,10 @@ pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> io::Result<Conte
         Ok(r) => r,
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
-            format!("no connection to {endpoint} within {} ms", timeout.as_millis()),
+            format!(
+                "no connection to {endpoint} within {} ms",
+                timeout.as_millis()
+            ),
         )),
     }
 }
@@ -135,7 +138,9 @@ pub async fn read(
     let answer = match tokio::time::timeout(timeout, ctx.call(request)).await {
         Err(_) => return Err(ReadError::Timeout(timeout.as_millis())),
         Ok(Err(tokio_modbus::Error::Transport(e))) => return Err(ReadError::Link(e)),
-        Ok(Err(tokio_modbus::Error::Protocol(e))) => return Err(ReadError::Protocol(e.to_string())),
+        Ok(Err(tokio_modbus::Error::Protocol(e))) => {
+            return Err(ReadError::Protocol(e.to_string()))
+        }
         Ok(Ok(Err(code))) => return Err(ReadError::Exception(code)),
         Ok(Ok(Ok(r))) => r,
     };
@@ -145,7 +150,10 @@ pub async fn read(
             if w.len() == want {
                 Ok(Answer::Words(w))
             } else {
-                Err(ReadError::Protocol(format!("asked for {want} registers, got {}", w.len())))
+                Err(ReadError::Protocol(format!(
+                    "asked for {want} registers, got {}",
+                    w.len()
+                )))
             }
         }
         Response::ReadCoils(mut b) | Response::ReadDiscreteInputs(mut b) => {
@@ -154,7 +162,10 @@ pub async fn read(
                 b.truncate(want);
                 Ok(Answer::Bits(b))
             } else {
-                Err(ReadError::Protocol(format!("asked for {want} bits, got {}", b.len())))
+                Err(ReadError::Protocol(format!(
+                    "asked for {want} bits, got {}",
+                    b.len()
+                )))
             }
         }
         other => Err(ReadError::Protocol(format!("unexpected answer {other:?}"))),

@@ -97,7 +97,11 @@ mod tests {
         RegisterSpec {
             function,
             address,
-            dtype: if length == 2 { DataType::F32 } else { DataType::U16 },
+            dtype: if length == 2 {
+                DataType::F32
+            } else {
+                DataType::U16
+            },
             order: WordOrder::ABCD,
             length,
             bit: None,
@@ -114,7 +118,9 @@ mod tests {
 
     #[test]
     fn neighbouring_registers_are_read_in_one_request() {
-        let specs: Vec<_> = (0..10).map(|i| reg(Function::Holding, 0x2000 + i * 2, 2)).collect();
+        let specs: Vec<_> = (0..10)
+            .map(|i| reg(Function::Holding, 0x2000 + i * 2, 2))
+            .collect();
         let b = run(&specs, ModbusLimits::default());
         assert_eq!(b.len(), 1);
         assert_eq!((b[0].start, b[0].count), (0x2000, 20));
@@ -128,9 +134,15 @@ mod tests {
             reg(Function::Holding, 10, 2),  // gap 8: filled
             reg(Function::Holding, 200, 2), // gap 188: a new request
         ];
-        let limits = ModbusLimits { max_registers: 125, max_gap: 10 };
+        let limits = ModbusLimits {
+            max_registers: 125,
+            max_gap: 10,
+        };
         let b = run(&specs, limits);
-        assert_eq!(b.iter().map(|b| (b.start, b.count)).collect::<Vec<_>>(), vec![(0, 12), (200, 2)]);
+        assert_eq!(
+            b.iter().map(|b| (b.start, b.count)).collect::<Vec<_>>(),
+            vec![(0, 12), (200, 2)]
+        );
     }
 
     #[test]
@@ -138,7 +150,13 @@ mod tests {
         let specs: Vec<_> = (0..100).map(|i| reg(Function::Input, i * 2, 2)).collect();
         let b = run(&specs, ModbusLimits::default());
         assert_eq!(b.iter().map(|b| b.count).collect::<Vec<_>>(), vec![124, 76]);
-        let small = run(&specs, ModbusLimits { max_registers: 40, max_gap: 50 });
+        let small = run(
+            &specs,
+            ModbusLimits {
+                max_registers: 40,
+                max_gap: 50,
+            },
+        );
         assert!(small.iter().all(|b| b.count <= 40));
         assert_eq!(small.len(), 5);
     }
@@ -159,7 +177,11 @@ mod tests {
 
     #[test]
     fn overlapping_points_share_registers() {
-        let specs = vec![reg(Function::Holding, 10, 2), reg(Function::Holding, 10, 1), reg(Function::Holding, 11, 1)];
+        let specs = vec![
+            reg(Function::Holding, 10, 2),
+            reg(Function::Holding, 10, 1),
+            reg(Function::Holding, 11, 1),
+        ];
         let b = run(&specs, ModbusLimits::default());
         assert_eq!(b.len(), 1);
         assert_eq!((b[0].start, b[0].count), (10, 2));
@@ -178,7 +200,10 @@ mod tests {
         let specs = vec![reg(Function::Holding, 0, 2), reg(Function::Holding, 4, 2)];
         let b = run(&specs, ModbusLimits::default());
         let parts = split(&b[0], &|i| specs.get(i).cloned());
-        assert_eq!(parts.iter().map(|p| (p.start, p.count)).collect::<Vec<_>>(), vec![(0, 2), (4, 2)]);
+        assert_eq!(
+            parts.iter().map(|p| (p.start, p.count)).collect::<Vec<_>>(),
+            vec![(0, 2), (4, 2)]
+        );
     }
 
     proptest! {

@@ -142,19 +142,31 @@ impl Simulator {
             // Writes are not part of a meter's simulation.
             _ => return Some(Err(ExceptionCode::IllegalFunction)),
         };
-        if count == 0 || count > function.max_quantity() || u32::from(start) + u32::from(count) > 65536 {
+        if count == 0
+            || count > function.max_quantity()
+            || u32::from(start) + u32::from(count) > 65536
+        {
             return Some(Err(ExceptionCode::IllegalDataValue));
         }
         Some(self.image(u, function, start, count))
     }
 
     /// The registers (or bits) `start..start+count` of one unit.
-    fn image(&self, u: &Unit, function: Function, start: u16, count: u16) -> Result<Response, ExceptionCode> {
+    fn image(
+        &self,
+        u: &Unit,
+        function: Function,
+        start: u16,
+        count: u16,
+    ) -> Result<Response, ExceptionCode> {
         let end = u32::from(start) + u32::from(count);
         let mut words = vec![0u16; usize::from(count)];
         let mut covered = vec![false; usize::from(count)];
         for (spec, value) in self.register_values(u) {
-            if spec.function != function || spec.end() <= u32::from(start) || u32::from(spec.address) >= end {
+            if spec.function != function
+                || spec.end() <= u32::from(start)
+                || u32::from(spec.address) >= end
+            {
                 continue;
             }
             let encoded = if function.is_bits() {
@@ -179,7 +191,9 @@ impl Simulator {
             Function::Holding => Response::ReadHoldingRegisters(words),
             Function::Input => Response::ReadInputRegisters(words),
             Function::Coil => Response::ReadCoils(words.iter().map(|w| *w != 0).collect()),
-            Function::Discrete => Response::ReadDiscreteInputs(words.iter().map(|w| *w != 0).collect()),
+            Function::Discrete => {
+                Response::ReadDiscreteInputs(words.iter().map(|w| *w != 0).collect())
+            }
         })
     }
 
@@ -215,12 +229,20 @@ impl Simulator {
     }
 
     /// Serves Modbus TCP on `listener` until `shutdown`.
-    pub async fn serve_tcp(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) -> io::Result<()> {
+    pub async fn serve_tcp(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> io::Result<()> {
         let server = tokio_modbus::server::tcp::Server::new(listener);
         let sim = self.clone();
         let on_connected = move |stream, addr: SocketAddr| {
             let svc = SimService(sim.clone());
-            async move { tokio_modbus::server::tcp::accept_tcp_connection(stream, addr, move |_| Ok(Some(svc.clone()))) }
+            async move {
+                tokio_modbus::server::tcp::accept_tcp_connection(stream, addr, move |_| {
+                    Ok(Some(svc.clone()))
+                })
+            }
         };
         tokio::select! {
             r = server.serve(&on_connected, |e| tracing::debug!("simulator connection ended: {e}")) => r,
@@ -229,12 +251,20 @@ impl Simulator {
     }
 
     /// Serves RTU frames over TCP (a serial server with meters behind it) until `shutdown`.
-    pub async fn serve_rtu_over_tcp(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) -> io::Result<()> {
+    pub async fn serve_rtu_over_tcp(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> io::Result<()> {
         let server = tokio_modbus::server::rtu_over_tcp::Server::new(listener);
         let sim = self.clone();
         let on_connected = move |stream, addr: SocketAddr| {
             let svc = SimService(sim.clone());
-            async move { tokio_modbus::server::rtu_over_tcp::accept_tcp_connection(stream, addr, move |_| Ok(Some(svc.clone()))) }
+            async move {
+                tokio_modbus::server::rtu_over_tcp::accept_tcp_connection(stream, addr, move |_| {
+                    Ok(Some(svc.clone()))
+                })
+            }
         };
         tokio::select! {
             r = server.serve(&on_connected, |e| tracing::debug!("simulator connection ended: {e}")) => r,
@@ -292,7 +322,9 @@ pub fn model(name: &str, kind: Kind, t: f64, seed: f64) -> Value {
         s if s.starts_with("apparent") => n(power(t) / 0.95),
         s if s.starts_with("pf") => n(0.95 + 0.03 * wave(420.0)),
         "frequency" => n(50.0 + 0.03 * wave(60.0)),
-        s if s.starts_with("energy_import") || s == "energy_total" => n(12_000.0 + 5_000.0 * seed + energy(t)),
+        s if s.starts_with("energy_import") || s == "energy_total" => {
+            n(12_000.0 + 5_000.0 * seed + energy(t))
+        }
         s if s.starts_with("energy_export") => n(100.0 + seed * 10.0 + energy(t) * 0.01),
         "flow_rate" => n(flow(t)),
         "volume_total" => n(3_000.0 + 1_000.0 * seed + volume(t)),
@@ -316,8 +348,12 @@ mod tests {
             let mut last = f64::MIN;
             for step in 0..5000 {
                 let t = f64::from(step) * 0.7;
-                let e = model("energy_import", Kind::Counter, t, seed).as_f64().unwrap();
-                let v = model("volume_total", Kind::Counter, t, seed).as_f64().unwrap();
+                let e = model("energy_import", Kind::Counter, t, seed)
+                    .as_f64()
+                    .unwrap();
+                let v = model("volume_total", Kind::Counter, t, seed)
+                    .as_f64()
+                    .unwrap();
                 assert!(e >= last, "energy went back at t={t}");
                 last = e;
                 assert!(v >= 3000.0);

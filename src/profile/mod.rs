@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Parity;
 
-pub use load::{parse_profile, PointSpec};
 pub(crate) use load::{apply_overrides, check_serial_settings};
+pub use load::{parse_profile, PointSpec};
 pub use registry::{ProfileRegistry, ProfileSource};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

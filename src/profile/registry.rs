@@ -64,7 +64,10 @@ impl ProfileRegistry {
         let read = match std::fs::read_dir(dir) {
             Ok(r) => r,
             Err(e) => {
-                diags.push(file_error(dir, format!("cannot read profiles directory: {e}")));
+                diags.push(file_error(
+                    dir,
+                    format!("cannot read profiles directory: {e}"),
+                ));
                 return diags;
             }
         };

@@ -83,7 +83,11 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)?;
     let version: Option<i64> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
         .ok();
     if version.is_none() {
         conn.execute(

@@ -31,9 +31,15 @@ pub struct History {
 impl History {
     pub fn open(path: &Path, tz: Tz) -> anyhow::Result<Self> {
         if !path.exists() {
-            anyhow::bail!("no history at {} (has the hub run with this data_dir?)", path.display());
+            anyhow::bail!(
+                "no history at {} (has the hub run with this data_dir?)",
+                path.display()
+            );
         }
-        let conn = super::open(path).with_context(|| format!("opening history {}", path.display()))?;
+        let conn =
+            super::open(path).with_context(|| format!("opening history {}", path.display()))?;
+        // A hub stopped before its first write leaves a file without tables: that is empty history.
+        super::migrate(&conn).with_context(|| format!("reading history {}", path.display()))?;
         Ok(Self { conn, tz })
     }
 
@@ -67,7 +73,13 @@ impl History {
     /// Summaries of `s` per `step` seconds, aligned to the park's local time; each bucket's
     /// start with its summary. Uses the coarsest rollup that fits the step, plus the readings
     /// not yet rolled up.
-    pub fn aggregated(&self, s: &SeriesInfo, from: i64, to: i64, step: i64) -> anyhow::Result<Vec<(i64, Agg)>> {
+    pub fn aggregated(
+        &self,
+        s: &SeriesInfo,
+        from: i64,
+        to: i64,
+        step: i64,
+    ) -> anyhow::Result<Vec<(i64, Agg)>> {
         let step = step.max(1);
         let tx = self.conn.unchecked_transaction()?;
         let counter = s.kind == Kind::Counter;
@@ -76,9 +88,13 @@ impl History {
         let watermark: i64 = if step < PERIOD_5M {
             i64::MIN
         } else {
-            tx.query_row("SELECT value FROM meta WHERE key = 'moved_until'", [], |r| r.get(0))
-                .optional()?
-                .unwrap_or(i64::MIN)
+            tx.query_row(
+                "SELECT value FROM meta WHERE key = 'moved_until'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(i64::MIN)
         };
         if step >= PERIOD_5M {
             let period = if step >= PERIOD_DAY {
@@ -91,7 +107,11 @@ impl History {
             parts = read_aggs(&tx, s.id, period, lo, to.saturating_add(1))?;
         }
         // Readings not yet in a rollup: everything for fine steps, the newest minutes otherwise.
-        let tail_from = if step < PERIOD_5M { lo } else { watermark.max(lo) };
+        let tail_from = if step < PERIOD_5M {
+            lo
+        } else {
+            watermark.max(lo)
+        };
         let tail = raw_in(&tx, s.id, tail_from, to)?;
         if !tail.is_empty() {
             let prev: Option<f64> = if counter {
@@ -107,9 +127,11 @@ impl History {
             let mut i = 0;
             let mut before = prev;
             while i < tail.len() {
-                let b = bucket_start(self.tz, tail[i].0, step.min(PERIOD_5M).max(1));
+                let b = bucket_start(self.tz, tail[i].0, step.clamp(1, PERIOD_5M));
                 let mut j = i;
-                while j < tail.len() && bucket_start(self.tz, tail[j].0, step.min(PERIOD_5M).max(1)) == b {
+                while j < tail.len()
+                    && bucket_start(self.tz, tail[j].0, step.clamp(1, PERIOD_5M)) == b
+                {
                     j += 1;
                 }
                 if let Some(a) = Agg::of(&tail[i..j], before, counter) {
@@ -138,21 +160,47 @@ impl History {
 
     /// The value of `s` per step: the average for gauges, the reading at the bucket's end for
     /// counters; the raw readings when `step` is `None`.
-    pub fn values(&self, s: &SeriesInfo, from: i64, to: i64, step: Option<i64>) -> anyhow::Result<Vec<(i64, f64)>> {
+    pub fn values(
+        &self,
+        s: &SeriesInfo,
+        from: i64,
+        to: i64,
+        step: Option<i64>,
+    ) -> anyhow::Result<Vec<(i64, f64)>> {
         match step {
             None => self.raw(s, from, to),
             Some(step) => Ok(self
                 .aggregated(s, from, to, step)?
                 .into_iter()
-                .map(|(t, a)| (t, if s.kind == Kind::Counter { a.last } else { a.avg() }))
+                .map(|(t, a)| {
+                    (
+                        t,
+                        if s.kind == Kind::Counter {
+                            a.last
+                        } else {
+                            a.avg()
+                        },
+                    )
+                })
                 .collect()),
         }
     }
 
     /// A counter's consumption per step (3 600 for hours, 86 400 for local days).
-    pub fn consumption(&self, s: &SeriesInfo, from: i64, to: i64, step: i64) -> anyhow::Result<Vec<(i64, f64)>> {
+    pub fn consumption(
+        &self,
+        s: &SeriesInfo,
+        from: i64,
+        to: i64,
+        step: i64,
+    ) -> anyhow::Result<Vec<(i64, f64)>> {
         if s.kind != Kind::Counter {
-            anyhow::bail!("{}.{} is a {}, not a counter: it has no consumption", s.device, s.point, s.kind);
+            anyhow::bail!(
+                "{}.{} is a {}, not a counter: it has no consumption",
+                s.device,
+                s.point,
+                s.kind
+            );
         }
         Ok(self
             .aggregated(s, from, to, step)?
@@ -186,10 +234,13 @@ fn raw_in(conn: &Connection, series: i64, from: i64, to: i64) -> anyhow::Result<
     let oldest: Option<i64> = conn.query_row("SELECT min(key) FROM sample", [], |r| r.get(0))?;
     if let Some(oldest) = oldest {
         let first = chunk_of(from).max(chunk_of(key::unpack(oldest).1));
-        let mut stmt = conn.prepare_cached("SELECT key, value FROM sample WHERE key BETWEEN ?1 AND ?2")?;
+        let mut stmt =
+            conn.prepare_cached("SELECT key, value FROM sample WHERE key BETWEEN ?1 AND ?2")?;
         for chunk in first..=chunk_of(to) {
             let (lo, hi) = series_range(chunk, series);
-            let rows = stmt.query_map([lo, hi], |r| Ok((key::unpack(r.get(0)?).1, r.get::<_, f64>(1)?)))?;
+            let rows = stmt.query_map([lo, hi], |r| {
+                Ok((key::unpack(r.get(0)?).1, r.get::<_, f64>(1)?))
+            })?;
             for row in rows {
                 let (ts, v) = row?;
                 if (from..=to).contains(&ts) {

@@ -93,7 +93,11 @@ pub fn rise(before: f64, after: f64) -> f64 {
 
 fn offset_s(tz: Tz, ts: i64) -> i64 {
     let utc = DateTime::<Utc>::from_timestamp(ts, 0).unwrap_or_default();
-    i64::from(tz.offset_from_utc_datetime(&utc.naive_utc()).fix().local_minus_utc())
+    i64::from(
+        tz.offset_from_utc_datetime(&utc.naive_utc())
+            .fix()
+            .local_minus_utc(),
+    )
 }
 
 /// Start of the local hour `ts` falls in (unix seconds). Exact across DST changes, because the
@@ -165,14 +169,22 @@ mod tests {
     #[test]
     fn a_bucket_summary_has_min_max_average_and_last() {
         let a = Agg::of(&[(10, 2.0), (20, 6.0), (30, 4.0)], None, false).unwrap();
-        assert_eq!((a.min, a.max, a.avg(), a.last, a.last_ts, a.delta), (2.0, 6.0, 4.0, 4.0, 30, None));
+        assert_eq!(
+            (a.min, a.max, a.avg(), a.last, a.last_ts, a.delta),
+            (2.0, 6.0, 4.0, 4.0, 30, None)
+        );
         assert!(Agg::of(&[], None, false).is_none());
     }
 
     #[test]
     fn consumption_counts_from_the_previous_bucket_and_never_goes_negative() {
         // 100 → 103 → 105, then the meter is replaced (reads 2) and rises to 4.
-        let a = Agg::of(&[(10, 103.0), (20, 105.0), (30, 2.0), (40, 4.0)], Some(100.0), true).unwrap();
+        let a = Agg::of(
+            &[(10, 103.0), (20, 105.0), (30, 2.0), (40, 4.0)],
+            Some(100.0),
+            true,
+        )
+        .unwrap();
         assert_eq!(a.delta, Some(7.0));
         let first_ever = Agg::of(&[(10, 103.0), (20, 105.0)], None, true).unwrap();
         assert_eq!(first_ever.delta, Some(2.0));
@@ -200,9 +212,15 @@ mod tests {
     #[test]
     fn days_around_a_dst_change_have_23_and_25_hours() {
         let spring = ts("2026-03-29T12:00:00Z");
-        assert_eq!(next_day_start(BERLIN, spring) - day_start(BERLIN, spring), 23 * 3600);
+        assert_eq!(
+            next_day_start(BERLIN, spring) - day_start(BERLIN, spring),
+            23 * 3600
+        );
         let autumn = ts("2026-10-25T12:00:00Z");
-        assert_eq!(next_day_start(BERLIN, autumn) - day_start(BERLIN, autumn), 25 * 3600);
+        assert_eq!(
+            next_day_start(BERLIN, autumn) - day_start(BERLIN, autumn),
+            25 * 3600
+        );
         // the repeated 02:00-03:00 local hour is two distinct hours
         let first = ts("2026-10-25T00:30:00Z");
         let second = ts("2026-10-25T01:30:00Z");
@@ -213,7 +231,13 @@ mod tests {
     fn buckets_align_to_local_time() {
         let t = ts("2026-11-25T19:42:10Z"); // 03:42:10 local
         assert_eq!(bucket_start(SHANGHAI, t, 300), ts("2026-11-25T19:40:00Z"));
-        assert_eq!(bucket_start(SHANGHAI, t, 86_400), ts("2026-11-25T16:00:00Z"));
-        assert_eq!(bucket_start(SHANGHAI, t, 4 * 3600), ts("2026-11-25T16:00:00Z"));
+        assert_eq!(
+            bucket_start(SHANGHAI, t, 86_400),
+            ts("2026-11-25T16:00:00Z")
+        );
+        assert_eq!(
+            bucket_start(SHANGHAI, t, 4 * 3600),
+            ts("2026-11-25T16:00:00Z")
+        );
     }
 }

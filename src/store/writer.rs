@@ -92,7 +92,8 @@ impl WriterHandle {
         self.control
             .send(Control::Flush(tx))
             .map_err(|_| anyhow::anyhow!("history writer has stopped"))?;
-        rx.await.map_err(|_| anyhow::anyhow!("history writer has stopped"))?
+        rx.await
+            .map_err(|_| anyhow::anyhow!("history writer has stopped"))?
     }
 
     pub fn stats(&self) -> &Arc<WriterStats> {
@@ -112,11 +113,16 @@ impl WriterHandle {
 
 /// Opens the database and starts the writer thread on `readings`. Must be called inside a
 /// tokio runtime (the thread waits on the channel through it).
-pub fn spawn_writer(opts: WriterOptions, readings: mpsc::Receiver<Vec<Reading>>) -> anyhow::Result<WriterHandle> {
+pub fn spawn_writer(
+    opts: WriterOptions,
+    readings: mpsc::Receiver<Vec<Reading>>,
+) -> anyhow::Result<WriterHandle> {
     if let Some(dir) = opts.path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data directory {}", dir.display()))?;
     }
-    let conn = super::open(&opts.path).with_context(|| format!("opening history {}", opts.path.display()))?;
+    let conn = super::open(&opts.path)
+        .with_context(|| format!("opening history {}", opts.path.display()))?;
     migrate(&conn).with_context(|| format!("preparing history {}", opts.path.display()))?;
     let stats = Arc::new(WriterStats::default());
     let mut writer = Writer::new(conn, opts, stats.clone())?;
@@ -177,9 +183,16 @@ impl Writer {
             }
         }
         tx.commit()?;
-        let mut stmt = self.conn.prepare("SELECT id, device, point, kind FROM series")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, device, point, kind FROM series")?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
         })?;
         for row in rows {
             let (id, device, point, kind) = row?;
@@ -212,7 +225,10 @@ impl Writer {
         loop {
             let wait = match first_at {
                 Some(t) => self.opts.linger.saturating_sub(t.elapsed()),
-                None => self.opts.maintain_every.saturating_sub(last_maintain.elapsed()),
+                None => self
+                    .opts
+                    .maintain_every
+                    .saturating_sub(last_maintain.elapsed()),
             };
             let got = rt.block_on(async {
                 tokio::select! {
@@ -238,7 +254,10 @@ impl Writer {
                 }
                 Got::Closed => {
                     self.write(&mut buf);
-                    info!(written = self.stats.written.load(Ordering::Relaxed), "history writer stopped");
+                    info!(
+                        written = self.stats.written.load(Ordering::Relaxed),
+                        "history writer stopped"
+                    );
                     return Ok(());
                 }
                 Got::Idle => {}
@@ -248,7 +267,11 @@ impl Writer {
                     }
                     self.write(&mut buf);
                     first_at = None;
-                    let r = if buf.is_empty() { self.maintain(true) } else { Err(anyhow::anyhow!("readings could not be written")) };
+                    let r = if buf.is_empty() {
+                        self.maintain(true)
+                    } else {
+                        Err(anyhow::anyhow!("readings could not be written"))
+                    };
                     last_maintain = Instant::now();
                     let _ = reply.send(r);
                     continue;
@@ -257,7 +280,11 @@ impl Writer {
             let lingered = first_at.is_some_and(|t| t.elapsed() >= self.opts.linger);
             if buf.len() >= self.opts.max_batch || lingered {
                 self.write(&mut buf);
-                first_at = if buf.is_empty() { None } else { Some(Instant::now()) };
+                first_at = if buf.is_empty() {
+                    None
+                } else {
+                    Some(Instant::now())
+                };
             }
             if last_maintain.elapsed() >= self.opts.maintain_every {
                 if let Err(e) = self.maintain(false) {
@@ -275,7 +302,11 @@ impl Writer {
             error!("{msg}");
             self.error_logged = true;
         }
-        *self.stats.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(msg);
+        *self
+            .stats
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(msg);
     }
 
     /// Writes `buf` in one transaction; on failure keeps it for the next attempt (up to a cap).
@@ -297,7 +328,9 @@ impl Writer {
                 if buf.len() > MAX_BUFFERED {
                     let excess = buf.len() - MAX_BUFFERED;
                     buf.drain(..excess);
-                    self.stats.dropped.fetch_add(excess as u64, Ordering::Relaxed);
+                    self.stats
+                        .dropped
+                        .fetch_add(excess as u64, Ordering::Relaxed);
                 }
             }
         }
@@ -307,7 +340,8 @@ impl Writer {
         let tx = self.conn.unchecked_transaction()?;
         let mut written = 0;
         {
-            let mut stmt = tx.prepare_cached("INSERT INTO sample_hot(series, ts, value) VALUES (?1, ?2, ?3)")?;
+            let mut stmt =
+                tx.prepare_cached("INSERT INTO sample_hot(series, ts, value) VALUES (?1, ?2, ?3)")?;
             for r in buf {
                 let Some(v) = r.value.as_f64().filter(|v| v.is_finite()) else {
                     self.stats.skipped.fetch_add(1, Ordering::Relaxed);
@@ -342,7 +376,9 @@ impl Writer {
         let now = (self.opts.clock)();
         let moved = self.move_closed(now)?;
         self.stats.moved.fetch_add(moved as u64, Ordering::Relaxed);
-        let due = self.last_retention.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
+        let due = self
+            .last_retention
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
         if force || due {
             self.retention(now)?;
             self.last_retention = Some(Instant::now());
@@ -354,7 +390,8 @@ impl Writer {
         let boundary = chunk_start(chunk_of(now - GRACE_S));
         let tx = self.conn.unchecked_transaction()?;
         let mut rows: Vec<(i64, i64, f64)> = {
-            let mut stmt = tx.prepare_cached("SELECT series, ts, value FROM sample_hot WHERE ts < ?1")?;
+            let mut stmt =
+                tx.prepare_cached("SELECT series, ts, value FROM sample_hot WHERE ts < ?1")?;
             let it = stmt.query_map([boundary], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             it.collect::<rusqlite::Result<_>>()?
         };
@@ -364,7 +401,8 @@ impl Writer {
         // Stable: of two readings of one series in one second, the later arrival wins.
         rows.sort_by_key(|&(s, ts, _)| pack(s, ts));
         {
-            let mut ins = tx.prepare_cached("INSERT OR REPLACE INTO sample(key, value) VALUES (?1, ?2)")?;
+            let mut ins =
+                tx.prepare_cached("INSERT OR REPLACE INTO sample(key, value) VALUES (?1, ?2)")?;
             for &(s, ts, v) in &rows {
                 ins.execute(params![pack(s, ts), v])?;
             }
@@ -392,7 +430,14 @@ impl Writer {
             combine_into(&tx, series, PERIOD_5M, PERIOD_HOUR, hour, hour + 3600)?;
         }
         for &(series, day) in &days {
-            combine_into(&tx, series, PERIOD_HOUR, PERIOD_DAY, day, next_day_start(tz, day))?;
+            combine_into(
+                &tx,
+                series,
+                PERIOD_HOUR,
+                PERIOD_DAY,
+                day,
+                next_day_start(tz, day),
+            )?;
         }
         tx.execute(
             "INSERT INTO meta(key, value) VALUES ('moved_until', ?1)
@@ -409,19 +454,35 @@ impl Writer {
         let raw_cut = key::before_chunk(chunk_of(now - i64::from(r.raw_days) * day));
         // Deleted a day of chunks per transaction, so a shortened retention never stalls writes.
         loop {
-            let oldest: Option<i64> = self.conn.query_row("SELECT min(key) FROM sample", [], |row| row.get(0))?;
-            let Some(oldest) = oldest.filter(|&k| k < raw_cut) else { break };
+            let oldest: Option<i64> =
+                self.conn
+                    .query_row("SELECT min(key) FROM sample", [], |row| row.get(0))?;
+            let Some(oldest) = oldest.filter(|&k| k < raw_cut) else {
+                break;
+            };
             let step = key::before_chunk(chunk_of(key::unpack(oldest).1) + 288);
-            let n = self.conn.execute("DELETE FROM sample WHERE key < ?1", [step.min(raw_cut)])?;
+            let n = self
+                .conn
+                .execute("DELETE FROM sample WHERE key < ?1", [step.min(raw_cut)])?;
             if n == 0 {
                 break;
             }
         }
-        let ids: Vec<i64> = self.series.values().flat_map(|m| m.values().copied()).collect();
+        let ids: Vec<i64> = self
+            .series
+            .values()
+            .flat_map(|m| m.values().copied())
+            .collect();
         let tx = self.conn.unchecked_transaction()?;
         {
-            let mut del = tx.prepare_cached("DELETE FROM rollup WHERE series = ?1 AND period = ?2 AND start < ?3")?;
-            for (period, days) in [(PERIOD_5M, r.rollup_5m_days), (PERIOD_HOUR, r.hourly_days), (PERIOD_DAY, r.daily_days)] {
+            let mut del = tx.prepare_cached(
+                "DELETE FROM rollup WHERE series = ?1 AND period = ?2 AND start < ?3",
+            )?;
+            for (period, days) in [
+                (PERIOD_5M, r.rollup_5m_days),
+                (PERIOD_HOUR, r.hourly_days),
+                (PERIOD_DAY, r.daily_days),
+            ] {
                 let cut = now - i64::from(days) * day;
                 for &id in &ids {
                     del.execute(params![id, period, cut])?;
@@ -445,16 +506,28 @@ struct Rollups {
 impl Rollups {
     /// The 5-minute rollup of one series' chunk. Readings that arrive for a chunk already rolled
     /// up (late ones) make the chunk be summarised again from everything stored for it.
-    fn bucket(&mut self, tx: &Transaction<'_>, series: i64, chunk: i64, moved: &[(i64, i64, f64)]) -> anyhow::Result<()> {
+    fn bucket(
+        &mut self,
+        tx: &Transaction<'_>,
+        series: i64,
+        chunk: i64,
+        moved: &[(i64, i64, f64)],
+    ) -> anyhow::Result<()> {
         let bucket = chunk_start(chunk);
         let counter = self.counters.contains(&series);
-        let late = self.last_bucket.get(&series).is_some_and(|&(b, _)| b >= bucket)
+        let late = self
+            .last_bucket
+            .get(&series)
+            .is_some_and(|&(b, _)| b >= bucket)
             || tx
-                .prepare_cached("SELECT 1 FROM rollup WHERE series = ?1 AND period = ?2 AND start = ?3")?
+                .prepare_cached(
+                    "SELECT 1 FROM rollup WHERE series = ?1 AND period = ?2 AND start = ?3",
+                )?
                 .exists(params![series, PERIOD_5M, bucket])?;
         let samples: Vec<(i64, f64)> = if late {
             let (lo, hi) = series_range(chunk, series);
-            let mut stmt = tx.prepare_cached("SELECT key, value FROM sample WHERE key BETWEEN ?1 AND ?2")?;
+            let mut stmt =
+                tx.prepare_cached("SELECT key, value FROM sample WHERE key BETWEEN ?1 AND ?2")?;
             let it = stmt.query_map([lo, hi], |r| Ok((key::unpack(r.get(0)?).1, r.get(1)?)))?;
             it.collect::<rusqlite::Result<_>>()?
         } else {
@@ -475,7 +548,11 @@ impl Rollups {
             return Ok(());
         };
         upsert(tx, series, PERIOD_5M, bucket, &agg)?;
-        if self.last_bucket.get(&series).is_none_or(|&(b, _)| b <= bucket) {
+        if self
+            .last_bucket
+            .get(&series)
+            .is_none_or(|&(b, _)| b <= bucket)
+        {
             self.last_bucket.insert(series, (bucket, agg.last));
         }
         Ok(())
@@ -499,7 +576,13 @@ fn create_series(tx: &Transaction<'_>, r: &Reading) -> rusqlite::Result<Option<i
     Ok(Some(id))
 }
 
-fn upsert(tx: &Transaction<'_>, series: i64, period: i64, start: i64, a: &Agg) -> rusqlite::Result<()> {
+fn upsert(
+    tx: &Transaction<'_>,
+    series: i64,
+    period: i64,
+    start: i64,
+    a: &Agg,
+) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT OR REPLACE INTO rollup(series, period, start, min, max, sum, count, last, last_ts, delta)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -509,7 +592,14 @@ fn upsert(tx: &Transaction<'_>, series: i64, period: i64, start: i64, a: &Agg) -
 }
 
 /// Summarises the `from` rows of `[lo, hi)` into one `to` row starting at `lo`.
-fn combine_into(tx: &Transaction<'_>, series: i64, from: i64, to: i64, lo: i64, hi: i64) -> rusqlite::Result<()> {
+fn combine_into(
+    tx: &Transaction<'_>,
+    series: i64,
+    from: i64,
+    to: i64,
+    lo: i64,
+    hi: i64,
+) -> rusqlite::Result<()> {
     let parts = read_aggs(tx, series, from, lo, hi)?;
     if let Some(a) = Agg::combine(parts.iter().map(|(_, a)| a)) {
         upsert(tx, series, to, lo, &a)?;
@@ -518,7 +608,13 @@ fn combine_into(tx: &Transaction<'_>, series: i64, from: i64, to: i64, lo: i64, 
 }
 
 /// Rollup rows of one series and period with `lo <= start < hi`.
-pub(super) fn read_aggs(conn: &Connection, series: i64, period: i64, lo: i64, hi: i64) -> rusqlite::Result<Vec<(i64, Agg)>> {
+pub(super) fn read_aggs(
+    conn: &Connection,
+    series: i64,
+    period: i64,
+    lo: i64,
+    hi: i64,
+) -> rusqlite::Result<Vec<(i64, Agg)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT start, min, max, sum, count, last, last_ts, delta FROM rollup
          WHERE series = ?1 AND period = ?2 AND start >= ?3 AND start < ?4 ORDER BY start",

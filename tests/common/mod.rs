@@ -1,0 +1,301 @@
+//! Real parts for the integration tests: the in-process simulator on 127.0.0.1:0, the
+//! independent pymodbus peer, socat pty pairs, and configs loaded the way the hub loads them.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parkhub::config::{load_str, Loaded};
+use parkhub::hub::{DeviceInfo, Hub};
+use parkhub::modbus::sim::Simulator;
+use parkhub::modbus::ModbusBus;
+use parkhub::profile::{Profile, ProfileRegistry};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub fn bundled(id: &str) -> Arc<Profile> {
+    ProfileRegistry::bundled()
+        .expect("bundled profiles load")
+        .get(id)
+        .unwrap_or_else(|| panic!("no bundled profile {id}"))
+        .clone()
+}
+
+/// A simulator serving Modbus TCP (or RTU over TCP) on a free loopback port.
+pub struct SimServer {
+    pub sim: Arc<Simulator>,
+    pub addr: SocketAddr,
+    pub rtu: bool,
+    stop: CancellationToken,
+}
+
+impl SimServer {
+    pub async fn start(units: &[(u8, &str)], rtu: bool) -> Self {
+        let sim = Simulator::new();
+        for &(unit, id) in units {
+            sim.add(unit, bundled(id));
+        }
+        Self::serve(sim, "127.0.0.1:0".parse().unwrap(), rtu).await
+    }
+
+    pub async fn serve(sim: Arc<Simulator>, addr: SocketAddr, rtu: bool) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind simulator");
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        if rtu {
+            tokio::spawn(sim.clone().serve_rtu_over_tcp(listener, stop.clone()));
+        } else {
+            tokio::spawn(sim.clone().serve_tcp(listener, stop.clone()));
+        }
+        Self {
+            sim,
+            addr,
+            rtu,
+            stop,
+        }
+    }
+
+    /// Stops serving: the listener closes and every connection is dropped.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Serves the same meters again on the same port.
+    pub async fn restart(&self) -> Self {
+        Self::serve(self.sim.clone(), self.addr, self.rtu).await
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Loads a config text (with `${VAR}` from `vars`) the way `parkhub run` would.
+pub fn load(text: &str, dir: &Path) -> Loaded {
+    match load_str("test.toml", text, dir, &|_| None) {
+        Ok(l) => l,
+        Err(d) => panic!("test config does not check:\n{d}\n---\n{text}"),
+    }
+}
+
+/// The hub state for a loaded config, without a history writer.
+pub fn hub_for(loaded: &Loaded) -> Arc<Hub> {
+    let devices = loaded
+        .config
+        .devices
+        .iter()
+        .map(|d| DeviceInfo {
+            id: d.id.as_str().into(),
+            name: d.display_name().to_string(),
+            profile: d.profile.clone(),
+            category: String::new(),
+            location: d.location.clone(),
+        })
+        .collect();
+    Hub::new(devices, None)
+}
+
+/// Runs every bus of `loaded` until `stop` is cancelled.
+pub fn run_buses(
+    loaded: &Loaded,
+    hub: &Arc<Hub>,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    loaded
+        .config
+        .buses
+        .iter()
+        .map(|b| {
+            let bus = ModbusBus::from_config(loaded, b).expect("bus builds");
+            tokio::spawn(bus.run(hub.clone(), stop.clone()))
+        })
+        .collect()
+}
+
+/// Waits (real time, polling every 20 ms) until `f` holds; panics with `what` after `limit`.
+pub async fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The independent pymodbus server (`tests/peers/modbus_peer.py`), killed on drop.
+pub struct PyPeer {
+    child: Child,
+    pub port: u16,
+    args: Vec<String>,
+    _map: tempfile::NamedTempFile,
+}
+
+impl PyPeer {
+    /// Starts the peer with `map` (MAP.json) and the where-arguments (`--tcp-port 0`, …).
+    pub fn start(map: &serde_json::Value, args: &[&str]) -> Self {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        serde_json::to_writer(&mut file, map).unwrap();
+        let mut all = vec!["--map".to_string(), file.path().display().to_string()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let (child, port) = spawn_peer(&all);
+        Self {
+            child,
+            port,
+            args: all,
+            _map: file,
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the same peer again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut args = self.args.clone();
+        if let Some(i) = args.iter().position(|a| a == "--tcp-port") {
+            args[i + 1] = self.port.to_string();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // The port may linger a moment after the old process exits.
+            match try_spawn_peer(&args) {
+                Ok((child, _)) => {
+                    self.child = child;
+                    return;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("peer restart: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("pymodbus peer did not restart: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for PyPeer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_peer(args: &[String]) -> (Child, u16) {
+    try_spawn_peer(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn try_spawn_peer(args: &[String]) -> Result<(Child, u16), String> {
+    let script = repo().join("tests/peers/modbus_peer.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot start python3 {}: {e} (run ./scripts/test, which installs the test peers)",
+                script.display()
+            )
+        })?;
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    match line.trim().strip_prefix("READY ") {
+        Some(p) => Ok((
+            child,
+            p.parse().map_err(|_| format!("bad READY line {line:?}"))?,
+        )),
+        None => {
+            let status = child.wait().ok();
+            Err(format!(
+                "pymodbus peer did not start (exit {status:?}); is pymodbus==3.16.1 installed? `./scripts/test` installs it"
+            ))
+        }
+    }
+}
+
+/// A pair of connected pseudo-terminals from socat: a serial line in a box. Killed on drop.
+pub struct PtyPair {
+    child: Child,
+    pub a: PathBuf,
+    pub b: PathBuf,
+}
+
+impl PtyPair {
+    pub fn new() -> Self {
+        let mut child = Command::new("socat")
+            .args(["-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("socat is needed for the serial tests (./scripts/test installs it)");
+        let stderr = child.stderr.take().unwrap();
+        let mut reader = BufReader::new(stderr);
+        let mut ptys = Vec::new();
+        let mut line = String::new();
+        while ptys.len() < 2 {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                panic!("socat exited before opening two ptys");
+            }
+            if let Some(i) = line.find("PTY is ") {
+                ptys.push(PathBuf::from(line[i + 7..].trim()));
+            }
+        }
+        // Keep draining socat's log so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while reader.read_line(&mut sink).unwrap_or(0) > 0 {
+                sink.clear();
+            }
+        });
+        Self {
+            child,
+            a: ptys[0].clone(),
+            b: ptys[1].clone(),
+        }
+    }
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A register as the peer's MAP.json describes it.
+pub fn reg(
+    function: &str,
+    address: u16,
+    ty: &str,
+    order: &str,
+    value: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({"function": function, "address": address, "type": ty, "order": order, "value": value})
+}
+
+pub fn assert_close(what: &str, got: f64, want: f64) {
+    let tol = 1e-6 * want.abs().max(1.0);
+    assert!((got - want).abs() <= tol, "{what}: got {got}, want {want}");
+}

@@ -1,0 +1,422 @@
+//! Config and profile checks, from fixture files: every error at once, each with file, line and key.
+
+use std::path::Path;
+
+use parkhub::config::{load, load_str, Diagnostic};
+use parkhub::profile::ProfileRegistry;
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn errors_of(name: &str) -> Vec<Diagnostic> {
+    match load(&fixture(name)) {
+        Ok(_) => panic!("{name} should not check"),
+        Err(d) => d.0,
+    }
+}
+
+/// Asserts an error at `line` naming `key` whose message contains `says`.
+fn expect(errs: &[Diagnostic], file_suffix: &str, line: usize, key: &str, says: &str) {
+    let hit = errs.iter().any(|d| {
+        d.file.ends_with(file_suffix) && d.line == line && d.key == key && d.message.contains(says)
+    });
+    assert!(
+        hit,
+        "no error at {file_suffix}:{line} {key} saying {says:?}; got:\n{}",
+        errs.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn every_mistake_in_a_config_is_reported_at_once_with_its_line_and_key() {
+    let errs = errors_of("config/every-error.toml");
+    let f = "every-error.toml";
+    expect(&errs, f, 5, "hub.id", "invalid hub id");
+    expect(
+        &errs,
+        f,
+        6,
+        "hub.timezone",
+        "unknown time zone `Asia/Hangzhou`",
+    );
+    expect(&errs, f, 11, "bus[0].address", "must be host:port");
+    expect(&errs, f, 12, "bus[0].timeout_ms", "must be positive");
+    expect(&errs, f, 15, "bus[1].id", "duplicate id `meters-1`");
+    expect(&errs, f, 16, "bus[1].kind", "needs `serial");
+    expect(&errs, f, 21, "device[0].bus", "no bus `meters-9`");
+    expect(&errs, f, 22, "device[0].unit", "unit 300 is outside 1..247");
+    expect(&errs, f, 23, "device[0].poll_interval_s", "at least 1");
+    expect(&errs, f, 26, "device[1].id", "duplicate id `em-1`");
+    expect(
+        &errs,
+        f,
+        27,
+        "device[1].profile",
+        "unknown profile `chint-dtsu999`",
+    );
+    expect(&errs, f, 35, "device[2].colour", "unknown key `colour`");
+    expect(
+        &errs,
+        f,
+        43,
+        "device[3].point.energy_import.register",
+        "outside 0..=65535",
+    );
+    expect(
+        &errs,
+        f,
+        44,
+        "device[3].point.pf_extra.register",
+        "a new point needs a `register`",
+    );
+    expect(&errs, f, 49, "channel[0].kind", "needs `url`");
+    expect(
+        &errs,
+        f,
+        54,
+        "department[0].channels[1]",
+        "no channel `sms`",
+    );
+    expect(
+        &errs,
+        f,
+        57,
+        "route[0].match.category",
+        "`smoke` is not one of",
+    );
+    expect(
+        &errs,
+        f,
+        58,
+        "route[0].departments[0]",
+        "no department `security`",
+    );
+    expect(&errs, f, 62, "uplink.url", "http://");
+    expect(&errs, f, 63, "uplink.interval_s", "at least 1");
+    // Sorted by line, each shown as file:line:column: key: message.
+    let lines: Vec<usize> = errs.iter().map(|d| d.line).collect();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted);
+    assert!(
+        errs[0]
+            .to_string()
+            .contains("every-error.toml:5:1: hub.id: "),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn syntax_errors_are_all_reported_and_nothing_else() {
+    let errs = errors_of("config/syntax.toml");
+    assert!(errs.len() >= 2, "{errs:?}");
+    assert!(errs.iter().all(|d| d.message.starts_with("TOML syntax")));
+    assert_eq!(errs[0].line, 5);
+    assert!(errs.iter().any(|d| d.line == 8));
+}
+
+#[test]
+fn environment_variables_fill_values_and_missing_ones_are_named() {
+    let errs = errors_of("config/env.toml");
+    expect(
+        &errs,
+        "env.toml",
+        3,
+        "hub.data_dir",
+        "PARKHUB_TEST_DATA_DIR is not set",
+    );
+    expect(
+        &errs,
+        "env.toml",
+        8,
+        "uplink.token",
+        "PARKHUB_TEST_TOKEN_THAT_IS_NOT_SET is not set",
+    );
+
+    let text = std::fs::read_to_string(fixture("config/env.toml")).unwrap();
+    let env = |k: &str| match k {
+        "PARKHUB_TEST_DATA_DIR" => Some("/srv/parkhub".to_string()),
+        "PARKHUB_TEST_TOKEN_THAT_IS_NOT_SET" => Some("tok-123".to_string()),
+        _ => None,
+    };
+    let loaded = load_str("env.toml", &text, Path::new("/"), &env).unwrap();
+    assert_eq!(loaded.config.hub.data_dir, Path::new("/srv/parkhub"));
+    let token = loaded.config.uplink.unwrap().token.unwrap();
+    assert_eq!(token.expose(), "tok-123");
+    assert!(
+        !format!("{token:?}").contains("tok-123"),
+        "secrets never show in Debug"
+    );
+}
+
+#[test]
+fn a_broken_profile_in_profiles_dir_is_reported_in_its_own_file() {
+    let errs = errors_of("config/uses-broken-profile.toml");
+    expect(
+        &errs,
+        "profiles-broken/acme-x1.toml",
+        10,
+        "point[0].type",
+        "unknown variant `f33`",
+    );
+}
+
+#[test]
+fn sections_not_yet_acted_on_still_parse_and_validate() {
+    let text = r#"
+[hub]
+id = "hz-1"
+[mqtt]
+broker = "embedded"
+listen = "0.0.0.0:1883"
+[[channel]]
+id = "robot"
+kind = "dingtalk"
+url = "https://oapi.dingtalk.com/robot/send?access_token=abc"
+secret = "SEC123"
+[[department]]
+id = "security"
+name = "安保"
+channels = ["robot"]
+people = [{ name = "王师傅", mobile = "13800000000" }]
+[[route]]
+match = { category = ["security", "fire"], severity = "critical" }
+departments = ["security"]
+[uplink]
+kind = "mqtt"
+url = "mqtts://brain.example.cn:8883"
+"#;
+    let errs = load_str("t.toml", text, Path::new("/"), &|_| None)
+        .unwrap_err()
+        .0;
+    // The embedded broker listens beyond loopback without accounts: refused.
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!((errs[0].line, errs[0].key.as_str()), (6, "mqtt.listen"));
+    let ok = text.replace("listen = \"0.0.0.0:1883\"", "listen = \"127.0.0.1:1883\"");
+    let loaded = load_str("t.toml", &ok, Path::new("/"), &|_| None).unwrap();
+    assert_eq!(loaded.config.departments[0].people[0].name, "王师傅");
+    assert_eq!(
+        loaded.config.routes[0]
+            .matcher
+            .category
+            .as_ref()
+            .unwrap()
+            .values(),
+        vec!["security", "fire"]
+    );
+}
+
+#[test]
+fn the_example_and_demo_configs_check() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/parkhub.example.toml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    let env = |k: &str| (k == "PARKHUB_WEBHOOK_SECRET").then(|| "s".to_string());
+    let loaded = load_str(
+        "parkhub.example.toml",
+        &text,
+        Path::new("/etc/parkhub"),
+        &env,
+    )
+    .unwrap();
+    assert_eq!(loaded.config.devices.len(), 4);
+    // The CT override scales the profile's point for this device only.
+    let em = &loaded.device_profiles["em-b3-main"];
+    assert_eq!(
+        em.point("current_a").unwrap().register().unwrap().scale,
+        0.04
+    );
+    assert_eq!(
+        loaded
+            .profiles
+            .get("chint-dtsu666")
+            .unwrap()
+            .point("current_a")
+            .unwrap()
+            .register()
+            .unwrap()
+            .scale,
+        0.001
+    );
+    // Serial settings: the bus's own.
+    assert_eq!(loaded.bus_lines["b5-rs485"].baud, 9600);
+
+    let demo =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml"))
+            .unwrap();
+    let demo = demo
+        .replace("${PARKHUB_DEMO_DATA}", "/tmp/x")
+        .replace("${PARKHUB_DEMO_TCP_PORT}", "1502")
+        .replace("${PARKHUB_DEMO_RTU_PORT}", "1503");
+    load_str("demo.toml", &demo, Path::new("/"), &|_| None).unwrap();
+}
+
+#[test]
+fn serial_settings_come_from_the_profiles_when_they_agree() {
+    let text = r#"
+[hub]
+id = "h"
+[[bus]]
+id = "line"
+kind = "rtu"
+serial = "/dev/ttyUSB0"
+[[device]]
+id = "a"
+profile = "eastron-sdm120"
+bus = "line"
+unit = 1
+[[device]]
+id = "b"
+profile = "eastron-sdm120"
+bus = "line"
+unit = 2
+"#;
+    let loaded = load_str("t.toml", text, Path::new("/"), &|_| None).unwrap();
+    let line = loaded.bus_lines["line"];
+    assert_eq!(
+        (line.baud, line.parity.to_string(), line.stop_bits),
+        (2400, "N".to_string(), 1)
+    );
+    // Two devices at one unit on one line cannot both answer.
+    let clash = text.replace("unit = 2", "unit = 1");
+    let errs = load_str("t.toml", &clash, Path::new("/"), &|_| None)
+        .unwrap_err()
+        .0;
+    assert!(
+        errs.iter()
+            .any(|d| d.key == "device[1].unit" && d.message.contains("already device `a`")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn every_bundled_profile_loads_with_the_points_design_promises() {
+    let reg = ProfileRegistry::bundled().expect("bundled profiles load without errors");
+    let ids: Vec<&str> = reg.ids().collect();
+    assert!(!ids.is_empty());
+    for id in [
+        "chint-dtsu666",
+        "chint-ddsu666",
+        "eastron-sdm630",
+        "eastron-sdm120",
+        "acrel-adw300",
+        "tuf-2000m",
+        "xintai-water",
+    ] {
+        assert!(ids.contains(&id), "{id} is bundled");
+    }
+    let three_phase = [
+        "voltage_a",
+        "voltage_b",
+        "voltage_c",
+        "current_a",
+        "current_b",
+        "current_c",
+        "power_total",
+        "energy_import",
+        "energy_export",
+    ];
+    let single_phase = [
+        "voltage",
+        "current",
+        "power_total",
+        "pf_total",
+        "frequency",
+        "energy_import",
+        "energy_export",
+    ];
+    let has = |id: &str, points: &[&str]| {
+        let p = reg.get(id).unwrap();
+        for name in points {
+            assert!(
+                p.point(name).is_some_and(|pt| !pt.hidden),
+                "{id} has {name}"
+            );
+        }
+    };
+    for id in ["chint-dtsu666", "eastron-sdm630"] {
+        has(id, &three_phase);
+        has(id, &["pf_total", "frequency"]);
+    }
+    has("acrel-adw300", &three_phase);
+    has("chint-ddsu666", &single_phase);
+    has("eastron-sdm120", &single_phase);
+    has("tuf-2000m", &["flow_rate", "volume_total"]);
+    has("xintai-water", &["flow_rate", "volume_total"]);
+    for e in reg.entries() {
+        let p = &e.profile;
+        assert_eq!(
+            p.point("power_total")
+                .and_then(|pt| pt.unit.as_deref())
+                .unwrap_or("W"),
+            "W",
+            "{}: power in W",
+            p.id
+        );
+        for energy in ["energy_import", "volume_total"] {
+            if let Some(pt) = p.point(energy) {
+                assert_eq!(
+                    pt.kind,
+                    parkhub::profile::Kind::Counter,
+                    "{}.{energy} is a counter",
+                    p.id
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_bundled_profiles_are_exactly_the_files_in_firmware_profiles() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-profiles");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.path()
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+        })
+        .collect();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "no profile files found in {}",
+        dir.display()
+    );
+    let reg = ProfileRegistry::bundled().unwrap();
+    assert_eq!(reg.ids().map(str::to_string).collect::<Vec<_>>(), files);
+}
+
+#[test]
+fn a_profiles_dir_may_replace_a_bundled_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+id = "eastron-sdm120"
+vendor = "Eastron"
+model = "SDM120 (site firmware)"
+category = "electricity_meter"
+protocol = "modbus"
+[[point]]
+name = "voltage"
+register = 0x0100
+function = "input"
+type = "f32"
+unit = "V"
+"#;
+    std::fs::write(dir.path().join("eastron-sdm120.toml"), text).unwrap();
+    let mut reg = ProfileRegistry::bundled().unwrap();
+    assert!(reg.load_dir(dir.path()).is_empty());
+    let p = reg.get("eastron-sdm120").unwrap();
+    assert_eq!(p.model, "SDM120 (site firmware)");
+    assert_eq!(
+        p.point("voltage").unwrap().register().unwrap().address,
+        0x0100
+    );
+}

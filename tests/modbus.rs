@@ -1,0 +1,346 @@
+//! Polling against a real Modbus server: the in-process tokio-modbus simulator on 127.0.0.1:0.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use parkhub::modbus::bus::Line;
+use parkhub::modbus::plan::min_requests;
+use parkhub::modbus::sim::Behaviour;
+use parkhub::modbus::{Endpoint, Poller};
+use parkhub::profile::{DataType, Kind, PointSource, ProfileRegistry};
+use parkhub::reading::Value;
+use tokio_modbus::ExceptionCode;
+use tokio_util::sync::CancellationToken;
+
+fn line(server: &SimServer, timeout_ms: u64) -> Line {
+    let endpoint = if server.rtu {
+        Endpoint::RtuOverTcp(server.addr.to_string())
+    } else {
+        Endpoint::Tcp(server.addr.to_string())
+    };
+    Line::new(
+        endpoint,
+        Duration::from_millis(timeout_ms),
+        Duration::ZERO,
+        Duration::from_secs(1),
+    )
+}
+
+/// A value each point can hold exactly in its type and scale.
+fn pinned_value(i: usize, dtype: Option<DataType>, kind: Kind, scale: f64) -> Value {
+    if kind == Kind::State {
+        return Value::Number(1.0);
+    }
+    if dtype == Some(DataType::Bool) {
+        return Value::Bool(i % 2 == 0);
+    }
+    // Whole multiples of the scale, so integer registers hold them exactly.
+    let steps = 1000.0 + 37.0 * i as f64;
+    Value::Number(steps * scale)
+}
+
+#[tokio::test]
+async fn every_bundled_profile_reads_back_exactly_what_the_meter_serves() {
+    let reg = ProfileRegistry::bundled().unwrap();
+    assert!(reg.len() >= 7, "bundled profiles: {}", reg.len());
+    for entry in reg.entries() {
+        let profile = entry.profile.clone();
+        let server = SimServer::start(&[], false).await;
+        server.sim.add(7, profile.clone());
+        let mut expected = Vec::new();
+        for (i, p) in profile.points.iter().enumerate() {
+            if p.hidden {
+                continue;
+            }
+            let (dtype, scale) = match &p.source {
+                PointSource::Register(r) => (Some(r.dtype), r.scale),
+                PointSource::Sum(_) => (None, 0.5),
+            };
+            let v = match (&p.source, p.kind) {
+                (PointSource::Register(r), Kind::State) if r.values.is_some() => {
+                    Value::Text(r.values.as_ref().unwrap().values().next().unwrap().clone())
+                }
+                _ => pinned_value(i, dtype, p.kind, scale),
+            };
+            server.sim.pin(7, &p.name, v.clone());
+            expected.push((p.name.clone(), v));
+        }
+        let mut poller = Poller::new("m".into(), 7, profile.clone(), Duration::from_secs(2));
+        let mut line = line(&server, 2000);
+        let res = poller.poll(&mut line).await;
+        assert!(res.errors.is_empty(), "{}: {:?}", profile.id, res.errors);
+        assert_eq!(
+            res.readings.len(),
+            expected.len(),
+            "{}: every visible point is read",
+            profile.id
+        );
+        for (name, want) in expected {
+            let got = res
+                .readings
+                .iter()
+                .find(|r| r.point == name)
+                .unwrap_or_else(|| panic!("{}: no {name}", profile.id));
+            match (&got.value, &want) {
+                (Value::Number(g), Value::Number(w)) => {
+                    assert_close(&format!("{}.{name}", profile.id), *g, *w)
+                }
+                (g, w) => assert_eq!(g, w, "{}.{name}", profile.id),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_poll_costs_the_fewest_requests_the_register_map_allows() {
+    let reg = ProfileRegistry::bundled().unwrap();
+    let server = SimServer::start(&[], false).await;
+    let mut pollers = Vec::new();
+    let mut minimum = 0;
+    for (unit, entry) in (1..).zip(reg.entries()) {
+        let p = entry.profile.clone();
+        server.sim.add(unit, p.clone());
+        let regs: Vec<_> = p
+            .points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, pt)| pt.register().map(|r| (i, r)))
+            .collect();
+        minimum += min_requests(&regs, p.limits.max_registers);
+        pollers.push(Poller::new(
+            p.id.as_str().into(),
+            unit,
+            p,
+            Duration::from_secs(2),
+        ));
+        unit += 1;
+    }
+    let mut line = line(&server, 2000);
+    let before = server.sim.requests();
+    for p in &mut pollers {
+        let res = p.poll(&mut line).await;
+        assert!(res.errors.is_empty(), "{}: {:?}", p.profile.id, res.errors);
+    }
+    let sent = server.sim.requests() - before;
+    assert_eq!(
+        sent as usize, minimum,
+        "requests the meters saw vs the minimum"
+    );
+    // DTSU666 spans two register areas (0x2000.. and 0x101E..): two requests, not 24.
+    let dtsu = pollers
+        .iter()
+        .find(|p| p.profile.id == "chint-dtsu666")
+        .unwrap();
+    assert_eq!(dtsu.requests_per_poll(), 2);
+}
+
+#[tokio::test]
+async fn a_meter_that_refuses_coalesced_reads_is_read_point_by_point() {
+    let server = SimServer::start(&[(1, "chint-dtsu666")], false).await;
+    server.sim.set_strict(1, true);
+    server.sim.pin(1, "frequency", Value::Number(50.02));
+    let mut poller = Poller::new(
+        "m".into(),
+        1,
+        bundled("chint-dtsu666"),
+        Duration::from_secs(2),
+    );
+    let mut line = line(&server, 2000);
+    let res = poller.poll(&mut line).await;
+    assert!(res.errors.is_empty(), "{:?}", res.errors);
+    let f = res
+        .readings
+        .iter()
+        .find(|r| &*r.point == "frequency")
+        .unwrap();
+    assert_close("frequency", f.value.as_f64().unwrap(), 50.02);
+    // From now on the gap-spanning block is read one point per request.
+    assert_eq!(poller.requests_per_poll(), 24);
+    let before = server.sim.requests();
+    let res = poller.poll(&mut line).await;
+    assert!(res.errors.is_empty());
+    assert_eq!(server.sim.requests() - before, 24);
+}
+
+#[tokio::test]
+async fn a_device_answering_exceptions_is_online_with_its_error_and_no_readings() {
+    let server = SimServer::start(&[(4, "eastron-sdm120")], false).await;
+    server
+        .sim
+        .set_behaviour(4, Behaviour::Exception(ExceptionCode::ServerDeviceFailure));
+    let mut poller = Poller::new(
+        "m".into(),
+        4,
+        bundled("eastron-sdm120"),
+        Duration::from_secs(2),
+    );
+    let mut line = line(&server, 2000);
+    let res = poller.poll(&mut line).await;
+    assert!(res.answered);
+    assert!(res.readings.is_empty());
+    assert!(
+        res.errors.iter().any(|e| e.contains("device refused")),
+        "{:?}",
+        res.errors
+    );
+    // The link stays up: the next request goes out on the same connection and succeeds.
+    server.sim.set_behaviour(4, Behaviour::Normal);
+    let res = poller.poll(&mut line).await;
+    assert!(res.errors.is_empty(), "{:?}", res.errors);
+    assert_eq!(res.readings.len(), 10);
+}
+
+fn shared_line_config(addr: &str, kind: &str) -> String {
+    format!(
+        r#"
+[hub]
+id = "t"
+[[bus]]
+id = "line"
+kind = "{kind}"
+address = "{addr}"
+baud = 9600
+parity = "N"
+timeout_ms = 200
+offline_after = 2
+max_backoff_s = 4
+[[device]]
+id = "alive"
+profile = "eastron-sdm120"
+bus = "line"
+unit = 1
+poll_interval_s = 1
+[[device]]
+id = "dead"
+profile = "eastron-sdm630"
+bus = "line"
+unit = 2
+poll_interval_s = 1
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_dead_unit_on_a_shared_line_never_starves_its_neighbour() {
+    let server = SimServer::start(&[(1, "eastron-sdm120"), (2, "eastron-sdm630")], true).await;
+    server.sim.set_behaviour(2, Behaviour::Silent);
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = load(
+        &shared_line_config(&server.addr.to_string(), "rtu-over-tcp"),
+        dir.path(),
+    );
+    let hub = hub_for(&loaded);
+    let stop = CancellationToken::new();
+    let tasks = run_buses(&loaded, &hub, &stop);
+    wait_until(
+        Duration::from_secs(10),
+        "the dead unit to be offline",
+        || hub.device("dead").and_then(|d| d.online) == Some(false),
+    )
+    .await;
+    let polls_then = hub.device("alive").unwrap().stats.polls;
+    let dead_then = hub.device("dead").unwrap().stats.requests;
+    tokio::time::sleep(Duration::from_millis(4200)).await;
+    let alive = hub.device("alive").unwrap();
+    let dead = hub.device("dead").unwrap();
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(alive.online, Some(true));
+    assert_eq!(alive.stats.errors, 0, "the neighbour never failed");
+    // Polled every second throughout: 4 or 5 polls in 4.2 s.
+    assert!(
+        alive.stats.polls - polls_then >= 4,
+        "neighbour polls in 4.2 s: {}",
+        alive.stats.polls - polls_then
+    );
+    // The dead unit costs one request (its timeout) per poll, not one per block, and is polled
+    // with back-off once offline: at most 2 s, then 4 s apart.
+    let dead_requests = dead.stats.requests - dead_then;
+    assert!(
+        dead_requests <= 3,
+        "requests to the dead unit in 4.2 s: {dead_requests}"
+    );
+    assert_eq!(dead.stats.requests, dead.stats.timeouts);
+    assert!(
+        dead.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("no answer"),
+        "{:?}",
+        dead.last_error
+    );
+}
+
+#[tokio::test]
+async fn the_bus_reconnects_after_the_server_restarts() {
+    let server = SimServer::start(&[(1, "eastron-sdm120")], false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[hub]\nid = \"t\"\n[[bus]]\nid = \"gw\"\nkind = \"tcp\"\naddress = \"{}\"\ntimeout_ms = 300\noffline_after = 1\nmax_backoff_s = 1\n[[device]]\nid = \"m\"\nprofile = \"eastron-sdm120\"\nbus = \"gw\"\nunit = 1\npoll_interval_s = 1\n",
+        server.addr
+    );
+    let loaded = load(&text, dir.path());
+    let hub = hub_for(&loaded);
+    let stop = CancellationToken::new();
+    let tasks = run_buses(&loaded, &hub, &stop);
+    wait_until(Duration::from_secs(5), "first readings", || {
+        hub.latest("m", "voltage").is_some()
+    })
+    .await;
+
+    server.stop();
+    wait_until(Duration::from_secs(10), "the meter to go offline", || {
+        hub.device("m").and_then(|d| d.online) == Some(false)
+    })
+    .await;
+    let seen = hub.latest("m", "voltage").unwrap().ts;
+
+    let _again = server.restart().await;
+    wait_until(Duration::from_secs(10), "the meter to come back", || {
+        hub.device("m").and_then(|d| d.online) == Some(true)
+            && hub.latest("m", "voltage").is_some_and(|l| l.ts > seen)
+    })
+    .await;
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_counter_going_backwards_is_recorded_and_flagged() {
+    let server = SimServer::start(&[(1, "eastron-sdm120")], false).await;
+    let mut poller = Poller::new(
+        "m".into(),
+        1,
+        bundled("eastron-sdm120"),
+        Duration::from_secs(2),
+    );
+    let mut line = line(&server, 2000);
+    server.sim.pin(1, "energy_import", Value::Number(1500.0));
+    assert!(poller.poll(&mut line).await.counter_resets.is_empty());
+    // The meter is replaced by a new one reading 3 kWh.
+    server.sim.pin(1, "energy_import", Value::Number(3.0));
+    let res = poller.poll(&mut line).await;
+    assert_eq!(
+        res.counter_resets
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>(),
+        vec!["energy_import"]
+    );
+    let e = res
+        .readings
+        .iter()
+        .find(|r| &*r.point == "energy_import")
+        .unwrap();
+    assert_eq!(
+        e.value,
+        Value::Number(3.0),
+        "the reading is recorded as read"
+    );
+}
