@@ -115,7 +115,6 @@ async fn a_poll_costs_the_fewest_requests_the_register_map_allows() {
             p,
             Duration::from_secs(2),
         ));
-        unit += 1;
     }
     let mut line = line(&server, 2000);
     let before = server.sim.requests();
