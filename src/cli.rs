@@ -27,6 +27,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the hub.
     Run {
+        /// The hub's config.
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
@@ -34,6 +35,7 @@ pub enum Command {
     Demo(DemoArgs),
     /// Check a config and every profile it uses; print every error with file, line and key.
     Check {
+        /// The config to check.
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
@@ -84,8 +86,10 @@ pub struct SerialArgs {
     /// N, E or O (default: the profile's, else N).
     #[arg(long)]
     pub parity: Option<Parity>,
+    /// 7 or 8 (default: the profile's, else 8).
     #[arg(long, value_parser = clap::value_parser!(u8).range(7..=8))]
     pub data_bits: Option<u8>,
+    /// 1 or 2 (default: the profile's, else 1).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
     pub stop_bits: Option<u8>,
 }
@@ -132,10 +136,13 @@ pub struct ScanArgs {
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
+    /// The hub's config (for its data_dir and time zone).
     #[arg(long, default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
+    /// Device id, as in the config.
     #[arg(long)]
     pub device: String,
+    /// Point name, as in the device's profile.
     #[arg(long)]
     pub point: String,
     /// Start: RFC 3339, unix seconds or a local date YYYY-MM-DD (default: 24 hours ago).
