@@ -27,14 +27,14 @@ fn main() -> ExitCode {
         .init();
 
     let result = match cli.command {
-        Command::Check { config } => Ok(commands::check::run(&config)),
+        Command::Check { config } => commands::check::run(&config),
         Command::Profiles {
             command,
             profiles_dir,
-        } => Ok(match command {
+        } => match command {
             ProfilesCommand::List => commands::profiles::list(profiles_dir.as_deref()),
             ProfilesCommand::Show { id } => commands::profiles::show(&id, profiles_dir.as_deref()),
-        }),
+        },
         Command::History(args) => commands::history::run(&args),
         Command::Run { config } => {
             runtime().and_then(|rt| rt.block_on(commands::run::run(&config)))
@@ -45,6 +45,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader went away (`parkhub profiles list | head`): nothing left to say.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -56,4 +58,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }

@@ -1,5 +1,6 @@
 //! `parkhub check`: every error at once, or a summary an installer can read back.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -7,13 +8,13 @@ use crate::config::{self, Loaded};
 use crate::modbus::bus::endpoint_of;
 use crate::modbus::Poller;
 
-pub fn run(path: &Path) -> ExitCode {
+pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     match config::load(path) {
         Ok(loaded) => {
-            print!("{}", summary(&loaded));
-            ExitCode::SUCCESS
+            write!(std::io::stdout().lock(), "{}", summary(&loaded))?;
+            Ok(ExitCode::SUCCESS)
         }
-        Err(d) => super::report_config_errors(&d),
+        Err(d) => Ok(super::report_config_errors(&d)),
     }
 }
 

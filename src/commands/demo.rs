@@ -1,6 +1,7 @@
 //! `parkhub demo`: a simulated park (meters on in-process Modbus servers, one of them failing on
 //! a script) and the hub polling it, with a table of what it reads. No root, no set-up.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -71,27 +72,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(&config_path, &loaded.1)
         .with_context(|| format!("writing {}", config_path.display()))?;
     let app = App::start(&loaded.0).await?;
+    let mut out = std::io::stdout();
 
-    println!("parkhub demo — 示范小微园 (a simulated park)");
-    println!("  electricity meters  Modbus TCP      127.0.0.1:{tcp_port}  (units 1-5)");
-    println!("  water meters        RTU over TCP    127.0.0.1:{rtu_port}  (units 1-3; unit 3 fails for half of every minute)");
-    println!("  history             {}", app.db_path.display());
-    println!("  config              {}", config_path.display());
-    println!("  try, while it runs:");
-    println!("    parkhub probe --profile chint-dtsu666 --tcp 127.0.0.1:{tcp_port} --unit 1");
-    println!(
-        "    parkhub history --config {} --device em-b3-main --point power_total --csv",
-        config_path.display()
+    let banner = format!(
+        "parkhub demo — 示范小微园 (a simulated park)\n\
+         \x20 electricity meters  Modbus TCP      127.0.0.1:{tcp_port}  (units 1-5)\n\
+         \x20 water meters        RTU over TCP    127.0.0.1:{rtu_port}  (units 1-3; unit 3 fails for half of every minute)\n\
+         \x20 history             {}\n\
+         \x20 config              {}\n\
+         \x20 try, while it runs:\n\
+         \x20   parkhub probe --profile chint-dtsu666 --tcp 127.0.0.1:{tcp_port} --unit 1\n\
+         \x20   parkhub history --config {} --device em-b3-main --point power_total --csv\n\
+         \x20 Ctrl-C stops{}.\n",
+        app.db_path.display(),
+        config_path.display(),
+        config_path.display(),
+        if args.data_dir.is_none() { " (the temporary directory is removed)" } else { "" }
     );
-    println!(
-        "  Ctrl-C stops{}.",
-        if args.data_dir.is_none() {
-            " (the temporary directory is removed)"
-        } else {
-            ""
-        }
-    );
-    println!();
+    // Nobody reading (`parkhub demo | head`) stops the demo as Ctrl-C would.
+    let mut reading = writeln!(out, "{banner}").is_ok();
 
     let hub = app.hub.clone();
     let every = Duration::from_secs(args.every.max(1));
@@ -104,14 +103,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     tokio::pin!(until);
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
-    loop {
+    while reading {
         tokio::select! {
             _ = &mut until => break,
-            _ = tick.tick() => print_table(&hub),
+            _ = tick.tick() => reading = print_table(&mut out, &hub).is_ok(),
         }
     }
     drop(hub);
-    println!("stopping…");
+    let _ = writeln!(out, "stopping…");
     shutdown.cancel();
     app.stop(super::run::STOP_DEADLINE).await?;
     Ok(ExitCode::SUCCESS)
@@ -148,18 +147,20 @@ async fn script_faults(sim: Arc<Simulator>, shutdown: CancellationToken) {
     }
 }
 
-fn print_table(hub: &Hub) {
+fn print_table(out: &mut impl Write, hub: &Hub) -> std::io::Result<()> {
     let now = chrono::Local::now().format("%H:%M:%S");
-    println!(
+    writeln!(
+        out,
         "{now}  {:<13} {} {:<8} {:>6} {:>6}  readings",
         "device",
         pad("name", 12),
         "status",
         "req",
         "err"
-    );
+    )?;
     for d in hub.devices() {
-        println!(
+        writeln!(
+            out,
             "          {:<13} {} {:<8} {:>6} {:>6}  {}",
             d.info.id,
             pad(&d.info.name, 12),
@@ -171,10 +172,14 @@ fn print_table(hub: &Hub) {
             d.stats.requests,
             d.stats.errors,
             headline(&d)
-        );
+        )?;
     }
-    println!("          {} readings stored so far", hub.readings_total());
-    println!();
+    writeln!(
+        out,
+        "          {} readings stored so far",
+        hub.readings_total()
+    )?;
+    writeln!(out)
 }
 
 /// The few values that tell a meter's story at a glance.

@@ -1,6 +1,7 @@
 //! `parkhub probe` (read every point of one device once) and `parkhub scan` (which unit ids
 //! answer): the installer's tools for checking wiring, addresses and serial settings.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,6 +99,7 @@ pub async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::FAILURE);
     }
+    let mut out = std::io::stdout().lock();
     if args.json {
         for r in &res.readings {
             let line = ProbeLine {
@@ -105,22 +107,23 @@ pub async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
                 value: &r.value,
                 unit: r.unit.as_deref(),
             };
-            println!("{}", serde_json::to_string(&line)?);
+            writeln!(out, "{}", serde_json::to_string(&line)?)?;
         }
     } else {
-        println!("{} unit {unit} on {shown}:", profile.id);
+        writeln!(out, "{} unit {unit} on {shown}:", profile.id)?;
         for r in &res.readings {
             let label = profile
                 .point(&r.point)
                 .and_then(|p| p.label.as_deref())
                 .unwrap_or("");
-            println!(
+            writeln!(
+                out,
                 "  {:<22} {:>14} {} {}",
                 r.point,
                 r.value.to_string(),
                 pad(r.unit.as_deref().unwrap_or(""), 6),
                 label
-            );
+            )?;
         }
     }
     for e in &res.errors {
@@ -157,6 +160,7 @@ pub async fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
         timeout.as_millis()
     );
     let mut found = Vec::new();
+    let mut out = std::io::stdout().lock();
     for unit in units {
         line.wait_pause().await;
         let ctx = match line.ensure().await {
@@ -168,14 +172,15 @@ pub async fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
         };
         match link::read(ctx, unit, &block, timeout).await {
             Ok(_) => {
-                println!("unit {unit}: answers");
+                writeln!(out, "unit {unit}: answers")?;
                 found.push(unit);
             }
             Err(ReadError::Exception(code)) => {
-                println!(
+                writeln!(
+                    out,
                     "unit {unit}: answers (refuses holding register {}: {code})",
                     args.register
-                );
+                )?;
                 found.push(unit);
             }
             Err(ReadError::Timeout(_)) | Err(ReadError::Protocol(_)) => line.reopen(),

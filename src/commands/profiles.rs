@@ -1,5 +1,6 @@
 //! `parkhub profiles list | show ID`.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -24,26 +25,29 @@ fn registry(dir: Option<&Path>) -> Result<ProfileRegistry, ExitCode> {
     Ok(reg)
 }
 
-pub fn list(dir: Option<&Path>) -> ExitCode {
+pub fn list(dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let reg = match registry(dir) {
         Ok(r) => r,
-        Err(code) => return code,
+        Err(code) => return Ok(code),
     };
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{} {} {} {} {}  source",
         pad("id", 20),
         pad("category", 18),
         pad("protocol", 8),
         pad("vendor / model", 30),
         pad_left("points", 6)
-    );
+    )?;
     for e in reg.entries() {
         let p = &e.profile;
         let source = match &e.source {
             ProfileSource::Bundled => "bundled".to_string(),
             ProfileSource::File(f) => f.display().to_string(),
         };
-        println!(
+        writeln!(
+            out,
             "{} {} {} {} {}  {}",
             pad(&p.id, 20),
             pad(&p.category, 18),
@@ -51,34 +55,37 @@ pub fn list(dir: Option<&Path>) -> ExitCode {
             pad(&format!("{} {}", p.vendor, p.model), 30),
             pad_left(&p.visible_points().count().to_string(), 6),
             source
-        );
+        )?;
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
-pub fn show(id: &str, dir: Option<&Path>) -> ExitCode {
+pub fn show(id: &str, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     let reg = match registry(dir) {
         Ok(r) => r,
-        Err(code) => return code,
+        Err(code) => return Ok(code),
     };
     let Some(p) = reg.get(id) else {
         eprintln!("no profile `{id}` (see `parkhub profiles list`)");
-        return ExitCode::FAILURE;
+        return Ok(ExitCode::FAILURE);
     };
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{} — {} {} ({}, {})",
         p.id, p.vendor, p.model, p.category, p.protocol
-    );
+    )?;
     if let Some(d) = &p.description {
-        println!("{d}");
+        writeln!(out, "{d}")?;
     }
     let s = p.serial;
-    println!(
+    writeln!(out,
         "serial defaults: {} baud {}{}{}, unit {} · reads of at most {} registers, gaps up to {} filled",
         s.baud, s.data_bits, s.parity, s.stop_bits, s.unit, p.limits.max_registers, p.limits.max_gap
-    );
-    println!();
-    println!(
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
         "{} {} {} {:<9} {:<7} {:<5} {:>9} {:<6} kind",
         pad("point", 22),
         pad("label", 20),
@@ -88,7 +95,7 @@ pub fn show(id: &str, dir: Option<&Path>) -> ExitCode {
         "order",
         "scale",
         "unit"
-    );
+    )?;
     for pt in &p.points {
         let label = pt.label.as_deref().unwrap_or("");
         let name = if pt.hidden {
@@ -97,7 +104,8 @@ pub fn show(id: &str, dir: Option<&Path>) -> ExitCode {
             pt.name.to_string()
         };
         match &pt.source {
-            PointSource::Register(r) => println!(
+            PointSource::Register(r) => writeln!(
+                out,
                 "{} {} {} {:<9} {:<7} {:<5} {:>9} {} {}",
                 pad(&name, 22),
                 pad(label, 20),
@@ -108,8 +116,9 @@ pub fn show(id: &str, dir: Option<&Path>) -> ExitCode {
                 r.scale,
                 pad(pt.unit.as_deref().unwrap_or(""), 6),
                 pt.kind
-            ),
-            PointSource::Sum(parts) => println!(
+            )?,
+            PointSource::Sum(parts) => writeln!(
+                out,
                 "{} {} {} = {} {} {}",
                 pad(&name, 22),
                 pad(label, 20),
@@ -124,8 +133,8 @@ pub fn show(id: &str, dir: Option<&Path>) -> ExitCode {
                 ),
                 pad(pt.unit.as_deref().unwrap_or(""), 6),
                 pt.kind
-            ),
+            )?,
         }
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
