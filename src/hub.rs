@@ -165,18 +165,23 @@ impl Hub {
         });
     }
 
-    /// Records the end of one poll cycle of a device; returns `Some(online)` when the device's
-    /// online state changed.
-    pub fn record_poll(&self, device: &str, online: bool, error: Option<String>) -> Option<bool> {
+    /// Records the end of one poll cycle of a device and its online verdict (`None`: no verdict
+    /// yet); returns `Some(online)` when the device's online state changed.
+    pub fn record_poll(
+        &self,
+        device: &str,
+        online: Option<bool>,
+        error: Option<String>,
+    ) -> Option<bool> {
         let mut changed = None;
         self.with_device(device, |d| {
             d.stats.polls += 1;
             if let Some(e) = error {
                 d.last_error = Some(e);
             }
-            if d.online != Some(online) {
-                d.online = Some(online);
-                changed = Some(online);
+            if online.is_some() && d.online != online {
+                d.online = online;
+                changed = online;
             }
         });
         changed
@@ -289,14 +294,16 @@ mod tests {
     #[test]
     fn online_changes_are_reported_once() {
         let hub = Hub::new(vec![info("m1")], None);
-        assert_eq!(hub.record_poll("m1", true, None), Some(true));
-        assert_eq!(hub.record_poll("m1", true, None), None);
+        assert_eq!(hub.record_poll("m1", None, Some("timeout".into())), None);
+        assert_eq!(hub.device("m1").unwrap().online, None, "no verdict yet");
+        assert_eq!(hub.record_poll("m1", Some(true), None), Some(true));
+        assert_eq!(hub.record_poll("m1", Some(true), None), None);
         assert_eq!(
-            hub.record_poll("m1", false, Some("timeout".into())),
+            hub.record_poll("m1", Some(false), Some("timeout".into())),
             Some(false)
         );
         let d = hub.device("m1").unwrap();
-        assert_eq!(d.stats.polls, 3);
+        assert_eq!(d.stats.polls, 4);
         assert_eq!(d.last_error.as_deref(), Some("timeout"));
     }
 

@@ -351,6 +351,8 @@ struct Scheduled {
     due: Instant,
     failures: u32,
     offline_polls: u32,
+    /// As last reported to the hub; `None` before the first verdict.
+    online: Option<bool>,
 }
 
 /// A bus and its devices, ready to run.
@@ -398,6 +400,7 @@ impl ModbusBus {
                 due: now,
                 failures: 0,
                 offline_polls: 0,
+                online: None,
             });
         }
         Ok(Self {
@@ -448,22 +451,19 @@ impl ModbusBus {
                 warn!(device = %d.poller.id, %point, "counter went backwards (meter replaced or rolled over); consumption counts from the new value");
             }
             let error = (!result.errors.is_empty()).then(|| result.errors.join("; "));
-            let online = if result.answered {
+            if result.answered {
                 d.failures = 0;
                 d.offline_polls = 0;
-                true
+                d.online = Some(true);
             } else {
                 d.failures += 1;
+                // Until then, a miss on a noisy line is no verdict.
                 if d.failures >= offline_after {
                     d.offline_polls += 1;
-                    false
-                } else {
-                    // Not yet offline: one miss on a noisy line is no verdict.
-                    hub.device(&d.poller.id)
-                        .and_then(|s| s.online)
-                        .unwrap_or(false)
+                    d.online = Some(false);
                 }
-            };
+            }
+            let online = d.online;
             match hub.record_poll(&d.poller.id, online, error.clone()) {
                 Some(true) => info!(device = %d.poller.id, bus = %self.id, "device online"),
                 Some(false) => {

@@ -89,11 +89,19 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             |r| r.get(0),
         )
         .ok();
-    if version.is_none() {
-        conn.execute(
-            "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
-            [SCHEMA_VERSION],
-        )?;
+    match version {
+        None => {
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
+                [SCHEMA_VERSION],
+            )?;
+        }
+        Some(v) if v > SCHEMA_VERSION => {
+            return Err(rusqlite::Error::InvalidParameterName(format!(
+                "history schema {v} was written by a newer parkhub (this one reads {SCHEMA_VERSION})"
+            )));
+        }
+        Some(_) => {}
     }
     Ok(())
 }

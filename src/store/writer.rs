@@ -154,7 +154,7 @@ struct Writer {
 /// arrives, and a poll may straddle the boundary.
 const GRACE_S: i64 = 60;
 /// Beyond this many buffered readings while the database refuses writes, the oldest go.
-const MAX_BUFFERED: usize = 2_000_000;
+const MAX_BUFFERED: usize = 200_000;
 
 impl Writer {
     fn new(conn: Connection, opts: WriterOptions, stats: Arc<WriterStats>) -> anyhow::Result<Self> {
@@ -196,6 +196,11 @@ impl Writer {
         })?;
         for row in rows {
             let (id, device, point, kind) = row?;
+            if id >= MAX_SERIES {
+                // Its readings are counted as dropped (see `create_series`).
+                warn!(%device, %point, "history holds its maximum of {} series; this point is not stored", MAX_SERIES - 1);
+                continue;
+            }
             if kind == "counter" {
                 self.rollups.counters.insert(id);
             }
