@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use parkhub::app::App;
 use parkhub::config::load_str;
-use parkhub::modbus::plan::min_requests;
+use parkhub::modbus::plan::min_requests_of;
 use parkhub::modbus::sim::Simulator;
 use parkhub::profile::ProfileRegistry;
 use tokio::net::TcpListener;
@@ -135,15 +135,7 @@ async fn hub(seconds: u64, per_bus: usize) {
     let minimum: usize = loaded
         .device_profiles
         .values()
-        .map(|p| {
-            let regs: Vec<_> = p
-                .points
-                .iter()
-                .enumerate()
-                .filter_map(|(i, pt)| pt.register().map(|r| (i, r)))
-                .collect();
-            min_requests(&regs, p.limits.max_registers)
-        })
+        .map(|p| min_requests_of(p))
         .sum();
     let points: usize = loaded
         .device_profiles

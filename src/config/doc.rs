@@ -192,28 +192,24 @@ impl<'a> Document<'a> {
 
     /// A diagnostic at the deepest existing part of `path` (the key itself when it exists).
     pub fn diag(&self, path: &KeyPath, message: impl Into<String>) -> Diagnostic {
-        let span = self.locate(path);
-        let (line, column) = self.line_col(span.start);
-        Diagnostic {
-            file: self.file.clone(),
-            line,
-            column,
-            key: path.to_string(),
-            message: message.into(),
-        }
+        self.diagnostic(self.locate(path).start, path, message.into())
     }
 
     /// A diagnostic for a byte range, naming the deepest key that contains it.
     pub fn diag_at_span(&self, span: Range<usize>, message: impl Into<String>) -> Diagnostic {
         let mut path = KeyPath::root();
         find_path(self.root.get_ref(), &span, &mut path);
-        let (line, column) = self.line_col(span.start);
+        self.diagnostic(span.start, &path, message.into())
+    }
+
+    fn diagnostic(&self, offset: usize, path: &KeyPath, message: String) -> Diagnostic {
+        let (line, column) = self.line_col(offset);
         Diagnostic {
             file: self.file.clone(),
             line,
             column,
             key: path.to_string(),
-            message: message.into(),
+            message,
         }
     }
 

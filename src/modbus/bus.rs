@@ -147,13 +147,7 @@ pub struct Poller {
 
 impl Poller {
     pub fn new(id: Arc<str>, unit: u8, profile: Arc<Profile>, timeout: Duration) -> Self {
-        let regs: Vec<(usize, &crate::profile::RegisterSpec)> = profile
-            .points
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| p.register().map(|r| (i, r)))
-            .collect();
-        let blocks = plan(&regs, profile.limits);
+        let blocks = plan(&profile.register_points(), profile.limits);
         Self {
             id,
             unit,

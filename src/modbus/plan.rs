@@ -2,7 +2,7 @@
 //! reads as the 125-register limit allows, spanning small unused gaps (Telegraf's optimiser),
 //! because on RS-485 a request costs far more than the registers it carries. Pure code.
 
-use crate::profile::{Function, ModbusLimits, RegisterSpec};
+use crate::profile::{Function, ModbusLimits, Profile, RegisterSpec};
 
 /// One read request and the points it carries (indices into the caller's point list).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +67,11 @@ pub fn min_requests(points: &[(usize, &RegisterSpec)], max_registers: u16) -> us
         },
     )
     .len()
+}
+
+/// [`min_requests`] for every register point of a profile.
+pub fn min_requests_of(profile: &Profile) -> usize {
+    min_requests(&profile.register_points(), profile.limits.max_registers)
 }
 
 /// One request per point: the fallback when a device refuses a coalesced read (some meters answer

@@ -291,6 +291,15 @@ impl Profile {
         self.points.iter().find(|p| &*p.name == name)
     }
 
+    /// The points read from registers, with their index in `points`.
+    pub fn register_points(&self) -> Vec<(usize, &RegisterSpec)> {
+        self.points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| p.register().map(|r| (i, r)))
+            .collect()
+    }
+
     /// Points a reader of the device sees (everything but hidden parts).
     pub fn visible_points(&self) -> impl Iterator<Item = &Point> {
         self.points.iter().filter(|p| !p.hidden)
