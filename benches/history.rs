@@ -109,6 +109,19 @@ async fn ingest(
     (sent, elapsed)
 }
 
+/// Bytes this process has written (files, WAL and checkpoints included).
+fn bytes_written() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|io| {
+            io.lines().find_map(|l| {
+                l.strip_prefix("wchar: ")
+                    .and_then(|v| v.trim().parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
 fn size_on_disk(path: &std::path::Path) -> u64 {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
@@ -136,11 +149,14 @@ fn main() {
         // 1. Ingest: 2 000 points read every second for 15 minutes (1.8 million readings).
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("history.sqlite");
+        let written0 = bytes_written();
         let (sent, secs) = ingest(&db, points, start, ingest_s, 1, Duration::from_millis(200)).await;
+        let written = bytes_written() - written0;
         let bytes = size_on_disk(&db);
         println!("history ingest: {sent} readings of {points} points through the writer");
         println!("  readings/s stored              {:.0} (target >= 200000)", sent as f64 / secs);
         println!("  on-disk bytes per reading      {:.1} (target <= 24; file {:.1} MB with rollups)", bytes as f64 / sent as f64, bytes as f64 / 1e6);
+        println!("  bytes written per reading      {:.1} (WAL and checkpoints: what an SD card sees)", written as f64 / sent as f64);
 
         // 2. Query: 200 points read every 5 minutes for 30 days, then one point's 30 days hourly.
         let dir = tempfile::tempdir().unwrap();

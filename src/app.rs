@@ -97,6 +97,21 @@ impl App {
         })
     }
 
+    /// Runs until `until` resolves. A source task only ends when told to: one that ends on its
+    /// own (a bug, a panic) is an error, so that the hub is restarted rather than run half-blind.
+    pub async fn run_until(
+        &mut self,
+        until: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::select! {
+            _ = until => Ok(()),
+            Some(ended) = self.sources.join_next() => match ended {
+                Err(e) if e.is_panic() => Err(anyhow::anyhow!("a bus task panicked: {e}")),
+                _ => Err(anyhow::anyhow!("a bus task ended by itself")),
+            },
+        }
+    }
+
     /// Stops the sources (waiting up to `deadline` for in-flight polls), then lets the writer
     /// store what it holds and finish.
     pub async fn stop(mut self, deadline: Duration) -> anyhow::Result<()> {

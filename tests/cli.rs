@@ -186,11 +186,17 @@ async fn scan_lists_the_units_that_answer() {
             (2, "eastron-sdm120"),
             (5, "chint-dtsu666"),
             (7, "xintai-water"),
+            (8, "xintai-water"),
         ],
         true,
     )
     .await;
     server.sim.set_behaviour(7, Behaviour::Silent);
+    // A gateway answering "no device there" for unit 8 does not make it a device.
+    server.sim.set_behaviour(
+        8,
+        Behaviour::Exception(tokio_modbus::ExceptionCode::GatewayTargetDevice),
+    );
     let addr = server.addr.to_string();
     let out = run_async(&[
         "scan",

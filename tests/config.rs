@@ -46,12 +46,24 @@ fn every_mistake_in_a_config_is_reported_at_once_with_its_line_and_key() {
         "unknown time zone `Asia/Hangzhou`",
     );
     expect(&errs, f, 11, "bus[0].address", "must be host:port");
-    expect(&errs, f, 12, "bus[0].timeout_ms", "must be positive");
+    expect(
+        &errs,
+        f,
+        12,
+        "bus[0].timeout_ms",
+        "must be between 1 and 60000 (got 0)",
+    );
     expect(&errs, f, 15, "bus[1].id", "duplicate id `meters-1`");
     expect(&errs, f, 16, "bus[1].kind", "needs `serial");
     expect(&errs, f, 21, "device[0].bus", "no bus `meters-9`");
     expect(&errs, f, 22, "device[0].unit", "unit 300 is outside 1..247");
-    expect(&errs, f, 23, "device[0].poll_interval_s", "at least 1");
+    expect(
+        &errs,
+        f,
+        23,
+        "device[0].poll_interval_s",
+        "must be between 1 and 86400 (got 0)",
+    );
     expect(&errs, f, 26, "device[1].id", "duplicate id `em-1`");
     expect(
         &errs,
@@ -98,7 +110,30 @@ fn every_mistake_in_a_config_is_reported_at_once_with_its_line_and_key() {
         "no department `security`",
     );
     expect(&errs, f, 62, "uplink.url", "http://");
-    expect(&errs, f, 63, "uplink.interval_s", "at least 1");
+    expect(
+        &errs,
+        f,
+        63,
+        "uplink.interval_s",
+        "must be between 1 and 86400",
+    );
+    // A retention of "forever" is refused, not wrapped into "nothing".
+    expect(
+        &errs,
+        f,
+        66,
+        "history.raw_days",
+        "must be between 1 and 36500",
+    );
+    // Two bad elements of one list: both are reported.
+    expect(&errs, f, 71, "api.token[0].sha256", "invalid type");
+    expect(
+        &errs,
+        f,
+        75,
+        "api.token[1].role",
+        "unknown variant `nobody`",
+    );
     // Sorted by line, each shown as file:line:column: key: message.
     let lines: Vec<usize> = errs.iter().map(|d| d.line).collect();
     let mut sorted = lines.clone();
@@ -351,15 +386,18 @@ fn every_bundled_profile_loads_with_the_points_design_promises() {
     has("xintai-water", &["flow_rate", "volume_total"]);
     for e in reg.entries() {
         let p = &e.profile;
-        assert_eq!(
-            p.point("power_total")
-                .and_then(|pt| pt.unit.as_deref())
-                .unwrap_or("W"),
-            "W",
-            "{}: power in W",
-            p.id
-        );
-        for energy in ["energy_import", "volume_total"] {
+        let expect_unit = |point: &str, unit: &str| {
+            if let Some(pt) = p.point(point) {
+                assert_eq!(pt.unit.as_deref(), Some(unit), "{}.{point}", p.id);
+            }
+        };
+        expect_unit("power_total", "W");
+        expect_unit("energy_import", "kWh");
+        expect_unit("voltage_a", "V");
+        expect_unit("frequency", "Hz");
+        expect_unit("flow_rate", "m³/h");
+        expect_unit("volume_total", "m³");
+        for energy in ["energy_import", "energy_export", "volume_total"] {
             if let Some(pt) = p.point(energy) {
                 assert_eq!(
                     pt.kind,

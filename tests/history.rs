@@ -377,3 +377,85 @@ async fn text_values_are_counted_not_stored_and_unknown_points_get_a_series() {
     assert_eq!(hist.raw(&door, t0, t0).unwrap(), vec![(t0, 1.0)]);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_meter_answering_zero_once_adds_no_phantom_consumption() {
+    let t0 = ts("2026-11-24T09:00:00+08:00");
+    let h = Harness::start(t0, HistoryConfig::default());
+    // 12 345 kWh, a power-up glitch of 0 at the end of a five-minute bucket, then on as before.
+    let samples = [
+        (t0, 12_345.0),
+        (t0 + 60, 12_346.0),
+        (t0 + 290, 0.0),
+        (t0 + 310, 12_347.0),
+        (t0 + 600, 12_348.0),
+    ];
+    h.send("energy_import", &samples).await;
+    h.flush_at(t0 + 3600 + 120).await;
+    let hist = h.history();
+    let s = hist.series("em", "energy_import").unwrap().unwrap();
+    assert_eq!(
+        hist.consumption(&s, t0, t0 + 3599, 3600).unwrap(),
+        vec![(t0, 3.0)]
+    );
+    let five = hist.consumption(&s, t0, t0 + 3599, 300).unwrap();
+    assert_eq!(
+        five.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
+        vec![1.0, 1.0, 1.0]
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn summaries_too_are_dropped_after_their_own_retention() {
+    let old = ts("2026-10-01T12:00:00+08:00");
+    let retention = HistoryConfig {
+        raw_days: 1,
+        rollup_5m_days: 3,
+        hourly_days: 10,
+        daily_days: 3650,
+    };
+    let h = Harness::start(old, retention);
+    h.send(
+        "power_total",
+        &(0..60).map(|m| (old + m * 60, 5.0)).collect::<Vec<_>>(),
+    )
+    .await;
+    h.flush_at(old + 7200).await;
+    let hist = h.history();
+    let s = hist.series("em", "power_total").unwrap().unwrap();
+    let count = |period: i64| -> i64 {
+        h.db()
+            .query_row(
+                "SELECT count(*) FROM rollup WHERE series = ?1 AND period = ?2",
+                [s.id, period],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!((count(300), count(3600), count(86_400)), (12, 1, 1));
+    // Five days on: 5-minute summaries are gone, hourly and daily ones stay.
+    h.flush_at(old + 5 * 86_400).await;
+    assert_eq!((count(300), count(3600), count(86_400)), (0, 1, 1));
+    // Eleven days on: only the daily one.
+    h.flush_at(old + 11 * 86_400).await;
+    assert_eq!((count(300), count(3600), count(86_400)), (0, 0, 1));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_query_far_beyond_what_is_stored_returns_what_is_stored() {
+    let t0 = ts("2026-11-24T09:00:00+08:00");
+    let h = Harness::start(t0, HistoryConfig::default());
+    h.send("power_total", &[(t0, 1.0), (t0 + 400, 2.0)]).await;
+    h.flush_at(t0 + 400).await;
+    let hist = h.history();
+    let s = hist.series("em", "power_total").unwrap().unwrap();
+    // Walks the stored chunks only, not the billions of empty ones up to i64::MAX.
+    assert_eq!(
+        hist.raw(&s, 0, i64::MAX).unwrap(),
+        vec![(t0, 1.0), (t0 + 400, 2.0)]
+    );
+    assert_eq!(hist.raw(&s, i64::MIN, i64::MAX).unwrap().len(), 2);
+    h.stop().await;
+}

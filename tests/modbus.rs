@@ -9,7 +9,7 @@ use parkhub::modbus::bus::Line;
 use parkhub::modbus::plan::min_requests_of;
 use parkhub::modbus::sim::Behaviour;
 use parkhub::modbus::{Endpoint, Poller};
-use parkhub::profile::{DataType, Kind, PointSource, ProfileRegistry};
+use parkhub::profile::{DataType, Function, Kind, PointSource, ProfileRegistry};
 use parkhub::reading::Value;
 use tokio_modbus::ExceptionCode;
 use tokio_util::sync::CancellationToken;
@@ -323,4 +323,125 @@ async fn a_counter_going_backwards_is_recorded_and_flagged() {
         Value::Number(3.0),
         "the reading is recorded as read"
     );
+}
+
+#[tokio::test]
+async fn a_meter_that_refuses_a_whole_area_is_not_split_into_one_request_per_point() {
+    // A DTSU666 firmware that answers only function 04 refuses every holding read.
+    let server = SimServer::start(&[(1, "chint-dtsu666")], false).await;
+    server
+        .sim
+        .set_behaviour(1, Behaviour::Exception(ExceptionCode::IllegalDataAddress));
+    let mut poller = Poller::new(
+        "m".into(),
+        1,
+        bundled("chint-dtsu666"),
+        Duration::from_secs(2),
+    );
+    let mut line = line(&server, 2000);
+    let res = poller.poll(&mut line).await;
+    assert!(res.readings.is_empty());
+    assert_eq!(
+        res.errors.len(),
+        2,
+        "one error per refused area: {:?}",
+        res.errors
+    );
+    // Trying the points one by one proved nothing: later polls cost two requests, not 24.
+    assert_eq!(poller.requests_per_poll(), 2);
+    let before = server.sim.requests();
+    poller.poll(&mut line).await;
+    assert_eq!(server.sim.requests() - before, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_area_the_meter_ignores_does_not_hide_the_others() {
+    // A meter without the 0x101E energy registers that stays silent instead of refusing.
+    let server = SimServer::start(&[(1, "chint-dtsu666")], false).await;
+    server.sim.ignore(1, Function::Holding, 0x1000..0x1100);
+    let mut poller = Poller::new(
+        "m".into(),
+        1,
+        bundled("chint-dtsu666"),
+        Duration::from_millis(200),
+    );
+    let mut line = line(&server, 200);
+    let mut read = std::collections::BTreeSet::new();
+    for _ in 0..2 {
+        let res = poller.poll(&mut line).await;
+        read.extend(res.readings.iter().map(|r| r.point.to_string()));
+    }
+    // Polls start at a different area each time: the instantaneous values come through.
+    assert!(
+        read.contains("voltage_a") && read.contains("frequency"),
+        "{read:?}"
+    );
+    assert!(!read.contains("energy_import"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gateway_reporting_no_answer_makes_the_device_offline() {
+    let server = SimServer::start(&[(1, "eastron-sdm120"), (2, "eastron-sdm630")], false).await;
+    server
+        .sim
+        .set_behaviour(2, Behaviour::Exception(ExceptionCode::GatewayTargetDevice));
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = load(
+        &shared_line_config(&server.addr.to_string(), "tcp")
+            .replace("baud = 9600\nparity = \"N\"\n", ""),
+        dir.path(),
+    );
+    let hub = hub_for(&loaded);
+    let stop = CancellationToken::new();
+    let tasks = run_buses(&loaded, &hub, &stop);
+    tokio::time::sleep(Duration::from_millis(10_050)).await;
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let dead = hub.device("dead").unwrap();
+    assert_eq!(dead.online, Some(false));
+    // Like a silent unit: one request per poll, on the back-off schedule.
+    assert_eq!(dead.stats.requests, 4);
+    assert!(
+        dead.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("gateway reached no device"),
+        "{:?}",
+        dead.last_error
+    );
+    assert_eq!(hub.device("alive").unwrap().stats.polls, 11);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_accepts_and_drops_connections_is_retried_with_back_off() {
+    // A busy serial server: accepts, then closes at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(sock);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[hub]\nid = \"t\"\n[[bus]]\nid = \"dtu\"\nkind = \"rtu-over-tcp\"\naddress = \"{addr}\"\ntimeout_ms = 500\nmax_backoff_s = 8\n[[device]]\nid = \"m\"\nprofile = \"eastron-sdm120\"\nbus = \"dtu\"\nunit = 1\npoll_interval_s = 1\n"
+    );
+    let loaded = load(&text, dir.path());
+    let hub = hub_for(&loaded);
+    let stop = CancellationToken::new();
+    let tasks = run_buses(&loaded, &hub, &stop);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let n = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    // Sixty polls, but connections only as the back-off allows (0.5 s doubling to 8 s).
+    assert!((3..=14).contains(&n), "connections in 60 s: {n}");
+    assert_eq!(hub.device("m").unwrap().online, Some(false));
 }

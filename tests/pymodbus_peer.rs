@@ -51,6 +51,33 @@ fn meters() -> (Vec<J>, Vec<(&'static str, &'static str, Value)>) {
             reg("holding", 0x0008, "i32", "CDAB", json!(5678)),
             reg("holding", 0x000A, "f32", "CDAB", json!(0.25)),
         ]}),
+        json!({"unit": 5, "points": [
+            reg("input", 0x0000, "f32", "ABCD", json!(230.1)),
+            reg("input", 0x0002, "f32", "ABCD", json!(229.4)),
+            reg("input", 0x0004, "f32", "ABCD", json!(231.0)),
+            reg("input", 0x0006, "f32", "ABCD", json!(10.5)),
+            reg("input", 0x0034, "f32", "ABCD", json!(7250.5)),
+            reg("input", 0x003E, "f32", "ABCD", json!(0.97)),
+            reg("input", 0x0046, "f32", "ABCD", json!(50.02)),
+            reg("input", 0x0048, "f32", "ABCD", json!(4567.25)),
+            reg("input", 0x004A, "f32", "ABCD", json!(12.5)),
+        ]}),
+        json!({"unit": 6, "points": [
+            reg("input", 0x2000, "f32", "ABCD", json!(221.5)),
+            reg("input", 0x2002, "f32", "ABCD", json!(3.25)),
+            reg("input", 0x2004, "f32", "ABCD", json!(0.715)),
+            reg("input", 0x200A, "f32", "ABCD", json!(0.99)),
+            reg("input", 0x200E, "f32", "ABCD", json!(49.99)),
+            reg("input", 0x4000, "f32", "ABCD", json!(88.25)),
+            reg("input", 0x400A, "f32", "ABCD", json!(0.5)),
+        ]}),
+        json!({"unit": 7, "points": [
+            reg("holding", 20, "u16", "ABCD", json!(2205)),
+            reg("holding", 26, "u16", "ABCD", json!(1234)),
+            reg("holding", 36, "i32", "ABCD", json!(-1500)),
+            reg("holding", 62, "i32", "ABCD", json!(1234567)),
+            reg("holding", 64, "i32", "ABCD", json!(250)),
+        ]}),
     ];
     let want = vec![
         ("em", "voltage_a", n(229.8)),
@@ -74,6 +101,27 @@ fn meters() -> (Vec<J>, Vec<(&'static str, &'static str, Value)>) {
         ("water", "pipe_status", Value::Text("full".into())),
         ("flow", "flow_rate", n(36.625)),
         ("flow", "volume_total", n(5678.25)),
+        ("sdm630", "voltage_a", n(230.1)),
+        ("sdm630", "voltage_b", n(229.4)),
+        ("sdm630", "voltage_c", n(231.0)),
+        ("sdm630", "current_a", n(10.5)),
+        ("sdm630", "power_total", n(7250.5)),
+        ("sdm630", "pf_total", n(0.97)),
+        ("sdm630", "frequency", n(50.02)),
+        ("sdm630", "energy_import", n(4567.25)),
+        ("sdm630", "energy_export", n(12.5)),
+        ("ddsu", "voltage", n(221.5)),
+        ("ddsu", "current", n(3.25)),
+        ("ddsu", "power_total", n(715.0)), // the meter sends kW
+        ("ddsu", "pf_total", n(0.99)),
+        ("ddsu", "frequency", n(49.99)),
+        ("ddsu", "energy_import", n(88.25)),
+        ("ddsu", "energy_export", n(0.5)),
+        ("adw", "voltage_a", n(220.5)),
+        ("adw", "current_a", n(12.34)),
+        ("adw", "power_total", n(-1500.0)),
+        ("adw", "energy_import", n(12345.67)),
+        ("adw", "energy_export", n(2.5)),
     ];
     (units, want)
 }
@@ -112,6 +160,24 @@ id = "flow"
 profile = "tuf-2000m"
 bus = "line"
 unit = 4
+poll_interval_s = 1
+[[device]]
+id = "sdm630"
+profile = "eastron-sdm630"
+bus = "line"
+unit = 5
+poll_interval_s = 1
+[[device]]
+id = "ddsu"
+profile = "chint-ddsu666"
+bus = "line"
+unit = 6
+poll_interval_s = 1
+[[device]]
+id = "adw"
+profile = "acrel-adw300"
+bus = "line"
+unit = 7
 poll_interval_s = 1
 {extra_devices}
 "#
@@ -199,14 +265,17 @@ async fn meters_read_what_pymodbus_serves_as_rtu_over_tcp() {
 #[tokio::test]
 async fn a_dead_unit_and_a_refusing_unit_share_the_line_with_healthy_meters() {
     let (mut units, want) = meters();
-    units.push(json!({"unit": 5, "behaviour": "silent"}));
-    units.push(json!({"unit": 6, "behaviour": "exception", "exception": 4}));
+    units.push(json!({"unit": 8, "behaviour": "silent"}));
+    units.push(json!({"unit": 9, "behaviour": "exception", "exception": 4}));
+    // 0x0B: a gateway saying the device behind it did not answer.
+    units.push(json!({"unit": 10, "behaviour": "exception", "exception": 11}));
     let peer = PyPeer::start(
         &json!({"units": units}),
         &["--tcp-port", "0", "--framer", "rtu"],
     );
-    let extra = "[[device]]\nid = \"dead\"\nprofile = \"eastron-sdm630\"\nbus = \"line\"\nunit = 5\npoll_interval_s = 1\n\
-                 [[device]]\nid = \"refusing\"\nprofile = \"eastron-sdm120\"\nbus = \"line\"\nunit = 6\npoll_interval_s = 1\n";
+    let extra = "[[device]]\nid = \"dead\"\nprofile = \"eastron-sdm630\"\nbus = \"line\"\nunit = 8\npoll_interval_s = 1\n\
+                 [[device]]\nid = \"refusing\"\nprofile = \"eastron-sdm120\"\nbus = \"line\"\nunit = 9\npoll_interval_s = 1\n\
+                 [[device]]\nid = \"unreached\"\nprofile = \"eastron-sdm120\"\nbus = \"line\"\nunit = 10\npoll_interval_s = 1\n";
     let text = config(
         &format!(
             "[[bus]]\nid = \"line\"\nkind = \"rtu-over-tcp\"\naddress = \"{}\"",
@@ -215,14 +284,17 @@ async fn a_dead_unit_and_a_refusing_unit_share_the_line_with_healthy_meters() {
         extra,
     );
     let (hub, stop, tasks, _dir) = poll_until_complete(&text, &want).await;
-    wait_until(Duration::from_secs(10), "the dead unit offline", || {
+    wait_until(Duration::from_secs(10), "the dead units offline", || {
         hub.device("dead").and_then(|d| d.online) == Some(false)
+            && hub.device("unreached").and_then(|d| d.online) == Some(false)
     })
     .await;
+    // (The exact schedule around a dead unit is proven on a paused clock in tests/modbus.rs.)
     let em_polls = hub.device("em").unwrap().stats.polls;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let em = hub.device("em").unwrap();
     let refusing = hub.device("refusing").unwrap();
+    let unreached = hub.device("unreached").unwrap();
     stop.cancel();
     for t in tasks {
         t.await.unwrap();
@@ -240,6 +312,15 @@ async fn a_dead_unit_and_a_refusing_unit_share_the_line_with_healthy_meters() {
     );
     assert!(refusing.stats.exceptions > 0);
     assert!(refusing.points.is_empty());
+    assert!(
+        unreached
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("gateway reached no device"),
+        "{:?}",
+        unreached.last_error
+    );
     assert!(
         refusing
             .last_error
@@ -290,7 +371,7 @@ async fn the_bus_recovers_when_pymodbus_restarts() {
 #[tokio::test]
 async fn rtu_over_a_serial_line_reads_pymodbus_and_survives_a_dead_unit() {
     let (mut units, want) = meters();
-    units.push(json!({"unit": 5, "behaviour": "silent"}));
+    units.push(json!({"unit": 8, "behaviour": "silent"}));
     let pty = PtyPair::new();
     let _peer = PyPeer::start(
         &json!({"units": units}),
@@ -305,7 +386,7 @@ async fn rtu_over_a_serial_line_reads_pymodbus_and_survives_a_dead_unit() {
             "1",
         ],
     );
-    let extra = "[[device]]\nid = \"dead\"\nprofile = \"eastron-sdm120\"\nbus = \"line\"\nunit = 5\npoll_interval_s = 1\n";
+    let extra = "[[device]]\nid = \"dead\"\nprofile = \"eastron-sdm120\"\nbus = \"line\"\nunit = 8\npoll_interval_s = 1\n";
     let bus = format!("[[bus]]\nid = \"line\"\nkind = \"rtu\"\nserial = \"{}\"\nstop_bits = 1\ndata_bits = 8\npause_ms = 5", pty.b.display());
     let text = config(&bus, extra);
     let (hub, stop, tasks, _dir) = poll_until_complete(&text, &want).await;

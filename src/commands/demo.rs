@@ -71,7 +71,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let config_path = data_dir.join("parkhub.toml");
     std::fs::write(&config_path, &loaded.1)
         .with_context(|| format!("writing {}", config_path.display()))?;
-    let app = App::start(&loaded.0).await?;
+    let mut app = App::start(&loaded.0).await?;
     let mut out = std::io::stdout();
 
     let banner = format!(
@@ -94,25 +94,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let hub = app.hub.clone();
     let every = Duration::from_secs(args.every.max(1));
-    let until = async {
-        match args.seconds {
-            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
-            None => shutdown_signal().await,
+    let show = async move {
+        let until = async {
+            match args.seconds {
+                Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+                None => shutdown_signal().await,
+            }
+        };
+        tokio::pin!(until);
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        while reading {
+            tokio::select! {
+                _ = &mut until => break,
+                _ = tick.tick() => reading = print_table(&mut out, &hub).is_ok(),
+            }
         }
+        let _ = writeln!(out, "stopping…");
     };
-    tokio::pin!(until);
-    let mut tick = tokio::time::interval(every);
-    tick.tick().await;
-    while reading {
-        tokio::select! {
-            _ = &mut until => break,
-            _ = tick.tick() => reading = print_table(&mut out, &hub).is_ok(),
-        }
-    }
-    drop(hub);
-    let _ = writeln!(out, "stopping…");
+    let ran = app.run_until(show).await;
     shutdown.cancel();
     app.stop(super::run::STOP_DEADLINE).await?;
+    ran?;
     Ok(ExitCode::SUCCESS)
 }
 

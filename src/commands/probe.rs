@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Serialize;
 
+use tokio_modbus::ExceptionCode;
+
 use crate::cli::{parse_units, LineArgs, ProbeArgs, ScanArgs, SerialArgs};
 use crate::modbus::bus::Line;
 use crate::modbus::link::{self, Endpoint, ReadError};
@@ -175,6 +177,10 @@ pub async fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
                 writeln!(out, "unit {unit}: answers")?;
                 found.push(unit);
             }
+            // A gateway answering for a unit that is not there.
+            Err(ReadError::Exception(
+                ExceptionCode::GatewayTargetDevice | ExceptionCode::GatewayPathUnavailable,
+            )) => {}
             Err(ReadError::Exception(code)) => {
                 writeln!(
                     out,

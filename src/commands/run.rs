@@ -17,9 +17,11 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
         Ok(l) => l,
         Err(d) => return Ok(super::report_config_errors(&d)),
     };
-    let app = App::start(&loaded).await?;
-    shutdown_signal().await;
+    let mut app = App::start(&loaded).await?;
+    let ran = app.run_until(shutdown_signal()).await;
     info!("stopping");
     app.stop(STOP_DEADLINE).await?;
+    // A source that died is an error: exit non-zero so that systemd restarts the hub.
+    ran?;
     Ok(ExitCode::SUCCESS)
 }

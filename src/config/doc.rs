@@ -254,6 +254,9 @@ impl<'a> Document<'a> {
                 }
             }
             let e = match result {
+                // With an element of a list taken out, later checks would name the wrong
+                // elements: what was found is all there is to say.
+                Ok(_) if removed.iter().any(|k| k.starts_with('[')) => return (None, diags),
                 // With wrong values taken out and defaulted, the rest can still be checked.
                 Ok(v) => return (Some(v), diags),
                 Err(e) => e,
@@ -377,30 +380,46 @@ fn find_in_value(value: &Spanned<DeValue<'_>>, span: &Range<usize>, path: &mut K
     }
 }
 
-/// Takes out of `value` the deepest key whose value holds `span`; returns its name.
+/// Takes out of `value` the deepest key whose value holds `span` and returns its name; inside an
+/// array of tables (`[[api.token]]`) the whole element goes, named `[i]`.
 fn remove_key_at(value: &mut Spanned<DeValue<'_>>, span: &Range<usize>) -> Option<String> {
-    let DeValue::Table(t) = value.get_mut() else {
-        return None;
-    };
-    let mut hit: Option<String> = None;
-    for (k, v) in t.iter_mut() {
-        let inside = contains(&v.span(), span) || contains(&k.span(), span) || {
-            let mut probe = KeyPath::root();
-            find_in_value(v, span, &mut probe)
-        };
-        if inside {
-            if matches!(v.get_ref(), DeValue::Table(_)) {
-                if let Some(inner) = remove_key_at(v, span) {
-                    return Some(inner);
+    match value.get_mut() {
+        DeValue::Table(t) => {
+            let mut hit: Option<String> = None;
+            for (k, v) in t.iter_mut() {
+                let inside = contains(&v.span(), span) || contains(&k.span(), span) || {
+                    let mut probe = KeyPath::root();
+                    find_in_value(v, span, &mut probe)
+                };
+                if inside {
+                    if let Some(inner) = remove_key_at(v, span) {
+                        return Some(inner);
+                    }
+                    hit = Some(k.get_ref().to_string());
+                    break;
                 }
             }
-            hit = Some(k.get_ref().to_string());
-            break;
+            let key = hit?;
+            t.remove(key.as_str());
+            Some(key)
         }
+        DeValue::Array(a) => {
+            let i = a.iter().position(|item| {
+                matches!(item.get_ref(), DeValue::Table(_))
+                    && (contains(&item.span(), span)
+                        || find_in_value(item, span, &mut KeyPath::root()))
+            })?;
+            let mut kept = toml::de::DeArray::new();
+            for (j, item) in a.iter().enumerate() {
+                if j != i {
+                    kept.push(item.clone());
+                }
+            }
+            *a = kept;
+            Some(format!("[{i}]"))
+        }
+        _ => None,
     }
-    let key = hit?;
-    t.remove(key.as_str());
-    Some(key)
 }
 
 type Missing = Vec<(Range<usize>, String)>;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{
     ApiConfig, BusConfig, BusKind, ChannelConfig, ChannelKind, DepartmentConfig, DeviceConfig,
     Diagnostic, Document, HistoryConfig, HubConfig, KeyPath, MqttConfig, OneOrMany, RouteConfig,
-    UplinkConfig, UplinkKind, CATEGORIES, SEVERITIES,
+    Seg, UplinkConfig, UplinkKind, CATEGORIES, SEVERITIES,
 };
 use crate::profile::{check_serial_settings, Profile, ProfileRegistry, Protocol, SerialDefaults};
 
@@ -66,6 +66,10 @@ pub(crate) fn validate(
         check_uplink(&mut c, u);
     }
     resolved
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn valid_id(id: &str) -> bool {
@@ -141,6 +145,21 @@ fn check_api(c: &mut Check<'_, '_>, api: &ApiConfig) {
     }
 }
 
+/// `value` (of the key at `path`) must lie in `lo..=hi`; bounds keep durations sane on a box
+/// that runs for years (and their arithmetic from overflowing).
+fn check_range(c: &mut Check<'_, '_>, path: KeyPath, value: i64, lo: i64, hi: i64) {
+    if !(lo..=hi).contains(&value) {
+        let key = match path.0.last() {
+            Some(Seg::Key(k)) => k.clone(),
+            _ => path.to_string(),
+        };
+        c.err(
+            path,
+            format!("{key} must be between {lo} and {hi} (got {value})"),
+        );
+    }
+}
+
 fn check_history(c: &mut Check<'_, '_>, h: &HistoryConfig) {
     for (key, days) in [
         ("raw_days", h.raw_days),
@@ -148,12 +167,13 @@ fn check_history(c: &mut Check<'_, '_>, h: &HistoryConfig) {
         ("hourly_days", h.hourly_days),
         ("daily_days", h.daily_days),
     ] {
-        if days == 0 {
-            c.err(
-                KeyPath::from("history").key(key),
-                "retention must be at least 1 day",
-            );
-        }
+        check_range(
+            c,
+            KeyPath::from("history").key(key),
+            i64::from(days),
+            1,
+            36_500,
+        );
     }
 }
 
@@ -306,15 +326,18 @@ fn check_buses(c: &mut Check<'_, '_>, buses: &[(usize, BusConfig)]) {
                 }
             }
         }
-        if b.timeout_ms == 0 {
-            c.err(at("timeout_ms"), "timeout_ms must be positive");
+        check_range(c, at("timeout_ms"), clamp_i64(b.timeout_ms), 1, 60_000);
+        if let Some(p) = b.pause_ms {
+            check_range(c, at("pause_ms"), clamp_i64(p), 0, 10_000);
         }
-        if b.offline_after == 0 {
-            c.err(at("offline_after"), "offline_after must be at least 1");
-        }
-        if b.max_backoff_s == 0 {
-            c.err(at("max_backoff_s"), "max_backoff_s must be at least 1");
-        }
+        check_range(c, at("offline_after"), i64::from(b.offline_after), 1, 1000);
+        check_range(
+            c,
+            at("max_backoff_s"),
+            clamp_i64(b.max_backoff_s),
+            1,
+            86_400,
+        );
     }
 }
 
@@ -338,15 +361,10 @@ fn check_devices(
     for (i, d) in &parts.devices {
         let at = |k: &str| KeyPath::from("device").index(*i).key(k);
         if let Some(p) = d.poll_interval_s {
-            if p < 1 {
-                c.err(
-                    at("poll_interval_s"),
-                    format!("poll_interval_s must be at least 1 (got {p})"),
-                );
-            }
+            check_range(c, at("poll_interval_s"), p, 1, 86_400);
         }
-        if d.timeout_ms == Some(0) {
-            c.err(at("timeout_ms"), "timeout_ms must be positive");
+        if let Some(t) = d.timeout_ms {
+            check_range(c, at("timeout_ms"), clamp_i64(t), 1, 60_000);
         }
         let Some(profile) = profiles.get(&d.profile) else {
             let known: Vec<&str> = profiles.ids().collect();
@@ -646,9 +664,7 @@ fn check_uplink(c: &mut Check<'_, '_>, u: &UplinkConfig) {
             ),
         ),
     }
-    if u.interval_s == 0 {
-        c.err(at("interval_s"), "interval_s must be at least 1");
-    }
+    check_range(c, at("interval_s"), clamp_i64(u.interval_s), 1, 86_400);
     if let Some(t) = &u.token {
         if t.expose().is_empty() {
             c.err(at("token"), "token is empty");

@@ -81,14 +81,9 @@ impl Line {
                 }
             }
             match link::connect(&self.endpoint, self.connect_timeout).await {
-                Ok(ctx) => {
-                    if self.last_link_error.take().is_some() {
-                        info!(endpoint = %self.endpoint, "line reconnected");
-                    }
-                    self.ctx = Some(ctx);
-                    self.reconnect_at = None;
-                    self.backoff = Self::backoff(self.max_backoff);
-                }
+                // The back-off ends with the first answer, not here: a serial server that
+                // accepts and then drops every connection must not be hammered.
+                Ok(ctx) => self.ctx = Some(ctx),
                 Err(e) => {
                     let msg = format!("cannot open {}: {e}", self.endpoint);
                     self.link_failed(msg.clone());
@@ -97,6 +92,16 @@ impl Line {
             }
         }
         self.ctx.as_mut().ok_or_else(|| "link down".to_string())
+    }
+
+    /// Something answered on the line: it works.
+    fn answered(&mut self) {
+        self.last_io = Some(Instant::now());
+        self.reconnect_at = None;
+        if self.last_link_error.take().is_some() {
+            info!(endpoint = %self.endpoint, "line back");
+            self.backoff = Self::backoff(self.max_backoff);
+        }
     }
 
     /// Drops the connection after a late or garbled answer; the next request reopens it at once.
@@ -117,7 +122,9 @@ impl Line {
 
     pub(crate) async fn wait_pause(&mut self) {
         if let Some(last) = self.last_io {
-            tokio::time::sleep_until(last + self.pause).await;
+            if let Some(at) = last.checked_add(self.pause) {
+                tokio::time::sleep_until(at).await;
+            }
         }
     }
 }
@@ -142,7 +149,20 @@ pub struct Poller {
     pub profile: Arc<Profile>,
     pub timeout: Duration,
     blocks: Vec<ReadBlock>,
+    /// Blocks the device refused even point by point: not split again.
+    refused_whole: Vec<bool>,
+    rotation: usize,
     last_counter: HashMap<Arc<str>, f64>,
+}
+
+/// How one request went, for the poll loop.
+enum Step {
+    Read,
+    Refused(ExceptionCode),
+    /// The device did not answer (timeout, garbled answer, gateway found nobody).
+    NoAnswer,
+    /// The line itself is down.
+    LineDown,
 }
 
 impl Poller {
@@ -152,6 +172,8 @@ impl Poller {
             id,
             unit,
             timeout,
+            refused_whole: vec![false; blocks.len()],
+            rotation: 0,
             blocks,
             profile,
             last_counter: HashMap::new(),
@@ -168,94 +190,158 @@ impl Poller {
         let mut res = PollResult::default();
         let mut values: Vec<Option<(Value, chrono::DateTime<Utc>)>> =
             vec![None; self.profile.points.len()];
-        let mut bi = 0;
-        while bi < self.blocks.len() {
+        let n = self.blocks.len();
+        // Each poll starts one block further on, so that a block the device never answers
+        // cannot hide the others for good.
+        let first = if n == 0 { 0 } else { self.rotation % n };
+        self.rotation = self.rotation.wrapping_add(1);
+        let mut split_now: Vec<(usize, Vec<ReadBlock>)> = Vec::new();
+        for bi in (0..n).map(|k| (first + k) % n) {
             let block = self.blocks[bi].clone();
-            line.wait_pause().await;
-            let ctx = match line.ensure().await {
-                Ok(ctx) => ctx,
-                Err(e) => {
-                    res.errors.push(e);
-                    break;
-                }
-            };
-            let started = Instant::now();
-            let r = link::read(ctx, self.unit, &block, self.timeout).await;
-            line.last_io = Some(Instant::now());
-            match r {
-                Ok(answer) => {
-                    res.outcomes.push(RequestOutcome::Ok(started.elapsed()));
-                    res.answered = true;
-                    let ts = Utc::now();
-                    for &i in &block.points {
-                        let Some(spec) = self.profile.points[i].register() else {
-                            continue;
-                        };
-                        let range = block.slice_of(spec);
-                        let v = match &answer {
-                            Answer::Words(w) => decode(spec, &w[range]),
-                            Answer::Bits(b) => Ok(decode_bit(b[range.start])),
-                        };
-                        match v {
-                            Ok(v) => values[i] = Some((v, ts)),
-                            Err(e) => res
-                                .errors
-                                .push(format!("{}: {e}", self.profile.points[i].name)),
-                        }
-                    }
-                }
-                Err(ReadError::Exception(code)) => {
-                    res.outcomes.push(RequestOutcome::Exception);
-                    res.answered = true;
+            match self.read(line, &block, &mut values, &mut res).await {
+                Step::Read => {}
+                Step::Refused(code) => {
                     let refused_range = matches!(
                         code,
                         ExceptionCode::IllegalDataAddress | ExceptionCode::IllegalDataValue
                     );
-                    if refused_range && block.points.len() > 1 {
-                        // Some meters refuse reads that span registers they do not have: read
-                        // this block's points one by one from now on.
+                    if refused_range && block.points.len() > 1 && !self.refused_whole[bi] {
+                        // Some meters refuse reads spanning registers they do not have: try the
+                        // points one by one, and keep that if it works.
                         let profile = self.profile.clone();
                         let parts = split(&block, &|i| profile.points.get(i)?.register().cloned());
-                        debug!(device = %self.id, start = block.start, count = block.count, "coalesced read refused; reading its points singly");
-                        self.blocks.splice(bi..=bi, parts);
-                        continue;
+                        // The whole block's refusal is only news if its points fail too.
+                        let block_error = res.errors.pop();
+                        let mark = res.errors.len();
+                        let mut any = false;
+                        for part in &parts {
+                            match self.read(line, part, &mut values, &mut res).await {
+                                Step::Read => any = true,
+                                Step::Refused(_) => {}
+                                Step::NoAnswer | Step::LineDown => break,
+                            }
+                        }
+                        if any {
+                            debug!(device = %self.id, start = block.start, count = block.count, "coalesced read refused; reading its points singly from now on");
+                            split_now.push((bi, parts));
+                        } else {
+                            // Refused point by point too: the map (or function) is wrong for
+                            // this device, not the gap. Keep one request and report it.
+                            self.refused_whole[bi] = true;
+                            res.errors.truncate(mark);
+                            res.errors.extend(block_error);
+                        }
                     }
-                    let names: Vec<&str> = block
-                        .points
-                        .iter()
-                        .map(|&i| &*self.profile.points[i].name)
-                        .collect();
-                    res.errors.push(format!(
-                        "{} {}..+{} ({}): device refused: {code}",
-                        block.function,
-                        block.start,
-                        block.count,
-                        names.join(", ")
-                    ));
                 }
-                Err(e @ (ReadError::Timeout(_) | ReadError::Protocol(_))) => {
-                    res.outcomes.push(if matches!(e, ReadError::Timeout(_)) {
-                        RequestOutcome::Timeout
-                    } else {
-                        RequestOutcome::LinkError
-                    });
-                    // A late answer could be taken for the next request's: start the line afresh.
-                    line.reopen();
-                    res.errors.push(e.to_string());
-                    break;
-                }
-                Err(ReadError::Link(e)) => {
-                    res.outcomes.push(RequestOutcome::LinkError);
-                    let msg = format!("link error: {e}");
-                    line.link_failed(msg.clone());
-                    res.errors.push(msg);
-                    break;
-                }
+                // A device that answered this poll is there: read its other blocks.
+                Step::NoAnswer if res.answered => {}
+                // Silent: its other reads wait for the next poll rather than delay the line.
+                Step::NoAnswer | Step::LineDown => break,
             }
-            bi += 1;
+        }
+        for (bi, parts) in split_now.into_iter().rev() {
+            let k = parts.len();
+            self.blocks.splice(bi..=bi, parts);
+            self.refused_whole
+                .splice(bi..=bi, std::iter::repeat_n(false, k));
         }
         self.collect(values, &mut res);
         res
+    }
+
+    /// One request on the line, its outcome recorded in `res`.
+    async fn read(
+        &self,
+        line: &mut Line,
+        block: &ReadBlock,
+        values: &mut [Option<(Value, chrono::DateTime<Utc>)>],
+        res: &mut PollResult,
+    ) -> Step {
+        line.wait_pause().await;
+        let ctx = match line.ensure().await {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                res.errors.push(e);
+                return Step::LineDown;
+            }
+        };
+        let started = Instant::now();
+        let r = link::read(ctx, self.unit, block, self.timeout).await;
+        line.last_io = Some(Instant::now());
+        match r {
+            Ok(answer) => {
+                line.answered();
+                res.outcomes.push(RequestOutcome::Ok(started.elapsed()));
+                res.answered = true;
+                let ts = Utc::now();
+                for &i in &block.points {
+                    let Some(spec) = self.profile.points[i].register() else {
+                        continue;
+                    };
+                    let range = block.slice_of(spec);
+                    let v = match &answer {
+                        Answer::Words(w) => decode(spec, &w[range]),
+                        Answer::Bits(b) => Ok(decode_bit(b[range.start])),
+                    };
+                    match v {
+                        Ok(v) => values[i] = Some((v, ts)),
+                        Err(e) => res
+                            .errors
+                            .push(format!("{}: {e}", self.profile.points[i].name)),
+                    }
+                }
+                Step::Read
+            }
+            // A gateway saying the device behind it did not answer: the line is fine, the
+            // device is not there.
+            Err(ReadError::Exception(
+                code @ (ExceptionCode::GatewayTargetDevice | ExceptionCode::GatewayPathUnavailable),
+            )) => {
+                line.answered();
+                res.outcomes.push(RequestOutcome::Timeout);
+                res.errors.push(format!(
+                    "the gateway reached no device at unit {}: {code}",
+                    self.unit
+                ));
+                Step::NoAnswer
+            }
+            Err(ReadError::Exception(code)) => {
+                line.answered();
+                res.outcomes.push(RequestOutcome::Exception);
+                res.answered = true;
+                let names: Vec<&str> = block
+                    .points
+                    .iter()
+                    .map(|&i| &*self.profile.points[i].name)
+                    .collect();
+                res.errors.push(format!(
+                    "{} {}..+{} ({}): device refused: {code}",
+                    block.function,
+                    block.start,
+                    block.count,
+                    names.join(", ")
+                ));
+                Step::Refused(code)
+            }
+            Err(e @ (ReadError::Timeout(_) | ReadError::Protocol(_))) => {
+                res.outcomes.push(if matches!(e, ReadError::Timeout(_)) {
+                    RequestOutcome::Timeout
+                } else {
+                    RequestOutcome::LinkError
+                });
+                // A late answer could be taken for the next request's: start the line afresh.
+                line.reopen();
+                res.errors.push(e.to_string());
+                Step::NoAnswer
+            }
+            Err(ReadError::Link(e)) => {
+                res.outcomes.push(RequestOutcome::LinkError);
+                let msg = format!("link error: {e}");
+                line.link_failed(msg.clone());
+                res.errors.push(msg);
+                Step::LineDown
+            }
+        }
     }
 
     fn collect(
@@ -325,17 +411,28 @@ pub fn next_due(
     offline_polls: u32,
     max_backoff: Duration,
 ) -> Instant {
+    // Config checks bound every duration; this only keeps arithmetic from panicking.
+    let far = now + Duration::from_secs(86_400);
     if offline_polls == 0 {
-        let next = due + interval;
+        let next = due.checked_add(interval).unwrap_or(far);
         if next > now {
             return next;
         }
         let behind = now.duration_since(due).as_nanos();
         let cycles = behind / interval.as_nanos().max(1) + 1;
-        due + interval * u32::try_from(cycles).unwrap_or(u32::MAX)
+        u32::try_from(cycles)
+            .ok()
+            .and_then(|c| interval.checked_mul(c))
+            .and_then(|d| due.checked_add(d))
+            .unwrap_or(far)
     } else {
         let factor = 1u32 << offline_polls.min(16);
-        now + (interval.saturating_mul(factor)).min(max_backoff.max(interval))
+        now.checked_add(
+            interval
+                .saturating_mul(factor)
+                .min(max_backoff.max(interval)),
+        )
+        .unwrap_or(far)
     }
 }
 

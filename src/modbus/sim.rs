@@ -38,6 +38,8 @@ struct Unit {
     strict: bool,
     /// Values pinned by a test, by point name.
     pinned: HashMap<String, Value>,
+    /// Registers the meter ignores: requests touching them get no answer at all.
+    ignored: Vec<(Function, std::ops::Range<u32>)>,
     /// Varies meters of one model from each other.
     seed: f64,
 }
@@ -74,6 +76,7 @@ impl Simulator {
                 behaviour: Behaviour::Normal,
                 strict: false,
                 pinned: HashMap::new(),
+                ignored: Vec::new(),
                 seed,
             },
         );
@@ -89,6 +92,17 @@ impl Simulator {
     pub fn set_strict(&self, unit: u8, strict: bool) {
         if let Some(u) = self.units().get_mut(&unit) {
             u.strict = strict;
+        }
+    }
+
+    /// Makes the meter ignore requests touching `registers` of `function` (as a firmware that
+    /// lacks them and stays silent rather than answering an exception).
+    pub fn ignore(&self, unit: u8, function: Function, registers: std::ops::Range<u16>) {
+        if let Some(u) = self.units().get_mut(&unit) {
+            u.ignored.push((
+                function,
+                u32::from(registers.start)..u32::from(registers.end),
+            ));
         }
     }
 
@@ -147,6 +161,13 @@ impl Simulator {
             || u32::from(start) + u32::from(count) > 65536
         {
             return Some(Err(ExceptionCode::IllegalDataValue));
+        }
+        let asked = u32::from(start)..u32::from(start) + u32::from(count);
+        if u.ignored
+            .iter()
+            .any(|(f, r)| *f == function && r.start < asked.end && asked.start < r.end)
+        {
+            return None;
         }
         Some(self.image(u, function, start, count))
     }

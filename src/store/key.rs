@@ -19,19 +19,18 @@ pub const MAX_SERIES: i64 = 1 << SERIES_BITS;
 
 /// The chunk a timestamp (unix seconds) falls in.
 pub fn chunk_of(ts: i64) -> i64 {
-    (ts - EPOCH).div_euclid(CHUNK_S)
+    ts.saturating_sub(EPOCH).div_euclid(CHUNK_S)
 }
 
 /// The first second of a chunk.
 pub fn chunk_start(chunk: i64) -> i64 {
-    EPOCH + chunk * CHUNK_S
+    EPOCH.saturating_add(chunk.saturating_mul(CHUNK_S))
 }
 
 /// Packs a reading's key. `series` must be in `1..MAX_SERIES`.
 pub fn pack(series: i64, ts: i64) -> i64 {
-    let chunk = chunk_of(ts);
-    let offset = (ts - EPOCH).rem_euclid(CHUNK_S);
-    (chunk << (SERIES_BITS + OFFSET_BITS)) + (series << OFFSET_BITS) + offset
+    let offset = ts.saturating_sub(EPOCH).rem_euclid(CHUNK_S);
+    before_chunk(chunk_of(ts)).saturating_add((series << OFFSET_BITS) + offset)
 }
 
 /// The inverse of [`pack`]: (series, ts).
@@ -44,13 +43,14 @@ pub fn unpack(key: i64) -> (i64, i64) {
 
 /// The key range of one series within one chunk.
 pub fn series_range(chunk: i64, series: i64) -> (i64, i64) {
-    let base = (chunk << (SERIES_BITS + OFFSET_BITS)) + (series << OFFSET_BITS);
-    (base, base + CHUNK_S - 1)
+    let base = before_chunk(chunk).saturating_add(series << OFFSET_BITS);
+    (base, base.saturating_add(CHUNK_S - 1))
 }
 
-/// Every key of every series before `chunk`.
+/// Every key of every series before `chunk`. Saturates: timestamps from a clock gone wild
+/// (thousands of years off) sort at the ends instead of wrapping around.
 pub fn before_chunk(chunk: i64) -> i64 {
-    chunk << (SERIES_BITS + OFFSET_BITS)
+    chunk.saturating_mul(1 << (SERIES_BITS + OFFSET_BITS))
 }
 
 #[cfg(test)]
@@ -80,6 +80,14 @@ mod tests {
         let (lo, hi) = series_range(chunk_of(t), 42);
         assert_eq!(unpack(lo), (42, chunk_start(chunk_of(t))));
         assert_eq!(unpack(hi), (42, chunk_start(chunk_of(t)) + 299));
+    }
+
+    #[test]
+    fn absurd_times_saturate_instead_of_wrapping() {
+        assert_eq!(before_chunk(i64::MAX / 300), i64::MAX);
+        assert!(pack(1, i64::MIN) < pack(1, 0));
+        assert!(pack(1, i64::MAX) > pack(1, 4_000_000_000));
+        assert!(chunk_start(chunk_of(i64::MAX)) > 0);
     }
 
     proptest! {

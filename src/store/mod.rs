@@ -7,13 +7,17 @@
 //!   they arrive;
 //! - `sample(key, value)`: every older reading, key = (chunk, series, second) packed; the view
 //!   `sample_v(series, ts, value)` unpacks it for people with the `sqlite3` shell;
-//! - `rollup(series, period, start, min, max, sum, count, last, last_ts, delta)`: summaries per
-//!   5 minutes, local hour and local day; `delta` is a counter's consumption;
+//! - `rollup(period, start, series, min, max, sum, count, last, last_ts, delta, base, pending)`:
+//!   summaries per 5 minutes, local hour and local day (see `summaries.rs` for the key order);
+//!   `delta` is a counter's consumption, `base` and `pending` where its counting stands at the
+//!   bucket's end (see `rollup.rs`);
+//! - `counter_state(series, start, base, pending)`: each counter's newest such state;
 //! - `meta(key, value)`: schema version and the rollup watermark.
 
 mod key;
 mod query;
 pub mod rollup;
+mod summaries;
 mod writer;
 
 use std::path::Path;
@@ -45,9 +49,9 @@ CREATE TABLE IF NOT EXISTS series(
 CREATE TABLE IF NOT EXISTS sample_hot(series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS sample(key INTEGER PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS rollup(
-    series INTEGER NOT NULL,
     period INTEGER NOT NULL,
     start INTEGER NOT NULL,
+    series INTEGER NOT NULL,
     min REAL NOT NULL,
     max REAL NOT NULL,
     sum REAL NOT NULL,
@@ -55,8 +59,16 @@ CREATE TABLE IF NOT EXISTS rollup(
     last REAL NOT NULL,
     last_ts INTEGER NOT NULL,
     delta REAL,
-    PRIMARY KEY(series, period, start)
+    base REAL,
+    pending REAL,
+    PRIMARY KEY(period, start, series)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counter_state(
+    series INTEGER PRIMARY KEY,
+    start INTEGER NOT NULL,
+    base REAL,
+    pending REAL
+);
 CREATE VIEW IF NOT EXISTS sample_v(series, ts, value) AS
     SELECT (key >> 9) & 65535, 1577836800 + (key >> 25) * 300 + (key & 511), value FROM sample
     UNION ALL SELECT series, ts, value FROM sample_hot;

@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::key::{self, chunk_of, series_range};
 use super::rollup::{bucket_start, Agg};
-use super::writer::read_aggs;
+use super::summaries;
 use super::{PERIOD_5M, PERIOD_DAY, PERIOD_HOUR};
 use crate::profile::Kind;
 
@@ -104,7 +104,7 @@ impl History {
             } else {
                 PERIOD_5M
             };
-            parts = read_aggs(&tx, s.id, period, lo, to.saturating_add(1))?;
+            parts = summaries::range(&tx, self.tz, s.id, period, lo, to.saturating_add(1))?;
         }
         // Readings not yet in a rollup: everything for fine steps, the newest minutes otherwise.
         let tail_from = if step < PERIOD_5M {
@@ -114,13 +114,12 @@ impl History {
         };
         let tail = raw_in(&tx, s.id, tail_from, to)?;
         if !tail.is_empty() {
-            let prev: Option<f64> = if counter {
-                tx.query_row(
-                    "SELECT last FROM rollup WHERE series = ?1 AND period = ?2 AND start < ?3 ORDER BY start DESC LIMIT 1",
-                    params![s.id, PERIOD_5M, tail[0].0],
-                    |r| r.get(0),
-                )
-                .optional()?
+            let prev = if counter {
+                summaries::counter_state_before(
+                    &tx,
+                    s.id,
+                    bucket_start(self.tz, tail[0].0, PERIOD_5M),
+                )?
             } else {
                 None
             };
@@ -135,7 +134,7 @@ impl History {
                     j += 1;
                 }
                 if let Some(a) = Agg::of(&tail[i..j], before, counter) {
-                    before = Some(a.last);
+                    before = a.end;
                     parts.push((b, a));
                 }
                 i = j;
@@ -230,13 +229,16 @@ fn raw_in(conn: &Connection, series: i64, from: i64, to: i64) -> anyhow::Result<
     if from > to {
         return Ok(out);
     }
-    // Nothing is stored before the oldest key: start there rather than walk empty chunks.
+    // Walk only the chunks that hold anything: a range reaching far beyond what is stored (a
+    // typo of a year) must not become millions of empty look-ups.
     let oldest: Option<i64> = conn.query_row("SELECT min(key) FROM sample", [], |r| r.get(0))?;
-    if let Some(oldest) = oldest {
+    let newest: Option<i64> = conn.query_row("SELECT max(key) FROM sample", [], |r| r.get(0))?;
+    if let (Some(oldest), Some(newest)) = (oldest, newest) {
         let first = chunk_of(from).max(chunk_of(key::unpack(oldest).1));
+        let last = chunk_of(to).min(chunk_of(key::unpack(newest).1));
         let mut stmt =
             conn.prepare_cached("SELECT key, value FROM sample WHERE key BETWEEN ?1 AND ?2")?;
-        for chunk in first..=chunk_of(to) {
+        for chunk in first..=last {
             let (lo, hi) = series_range(chunk, series);
             let rows = stmt.query_map([lo, hi], |r| {
                 Ok((key::unpack(r.get(0)?).1, r.get::<_, f64>(1)?))

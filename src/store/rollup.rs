@@ -1,9 +1,55 @@
-//! Downsampling, pure: min/max/sum/count/last of a bucket, consumption of a counter (the sum of
-//! its rises, so a meter that is replaced or rolls over never yields negative use), and the
+//! Downsampling, pure: min/max/sum/count/last of a bucket, consumption of a counter, and the
 //! park's local hours and days that buckets align to.
+//!
+//! Consumption is the sum of a counter's rises. A reading below the last one is held back: if the
+//! next reading is back up it was a glitch (a meter answering 0 while it powers up) and counts
+//! nothing; if the next is low too, the meter was replaced or rolled over, and counting resumes
+//! from the new values. Either way consumption is never negative and never a phantom jump.
 
 use chrono::{DateTime, Duration, NaiveTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
+
+/// Where a counter stands after some readings: rises are measured from `base`; `pending` is a
+/// reading below it that the next reading will confirm (a reset) or refute (a glitch).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CounterState {
+    pub base: f64,
+    pub pending: Option<f64>,
+}
+
+/// Feeds one reading to a counter; returns the consumption it adds.
+pub fn count(state: &mut Option<CounterState>, v: f64) -> f64 {
+    let Some(s) = state.as_mut() else {
+        *state = Some(CounterState {
+            base: v,
+            pending: None,
+        });
+        return 0.0;
+    };
+    if v >= s.base {
+        let used = v - s.base;
+        *s = CounterState {
+            base: v,
+            pending: None,
+        };
+        return used;
+    }
+    match s.pending {
+        // The first low reading: a glitch until the next one says otherwise.
+        None => {
+            s.pending = Some(v);
+            0.0
+        }
+        // Low twice: a new meter or a rollover; count from the new values on.
+        Some(low) => {
+            *s = CounterState {
+                base: v,
+                pending: None,
+            };
+            (v - low).max(0.0)
+        }
+    }
+}
 
 /// The summary of a bucket of readings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -16,6 +62,8 @@ pub struct Agg {
     pub last_ts: i64,
     /// Consumption within the bucket, for counters.
     pub delta: Option<f64>,
+    /// A counter's state at the end of the bucket: where the next bucket's counting starts.
+    pub end: Option<CounterState>,
 }
 
 impl Agg {
@@ -27,9 +75,9 @@ impl Agg {
         }
     }
 
-    /// Summarises `samples` (ts, value), sorted by time. For a counter, `prev` is the last value
-    /// before the bucket: the step from it counts toward this bucket's consumption.
-    pub fn of(samples: &[(i64, f64)], prev: Option<f64>, counter: bool) -> Option<Agg> {
+    /// Summarises `samples` (ts, value), sorted by time. For a counter, `prev` is its state at
+    /// the end of the previous bucket, where this bucket's counting starts.
+    pub fn of(samples: &[(i64, f64)], prev: Option<CounterState>, counter: bool) -> Option<Agg> {
         let (&(_, first), _) = samples.split_first()?;
         let mut a = Agg {
             min: first,
@@ -39,8 +87,9 @@ impl Agg {
             last: first,
             last_ts: i64::MIN,
             delta: counter.then_some(0.0),
+            end: None,
         };
-        let mut before = prev;
+        let mut state = prev;
         for &(ts, v) in samples {
             a.min = a.min.min(v);
             a.max = a.max.max(v);
@@ -50,15 +99,17 @@ impl Agg {
                 a.last = v;
                 a.last_ts = ts;
             }
-            if let (Some(d), Some(b)) = (a.delta.as_mut(), before) {
-                *d += rise(b, v);
+            if let Some(d) = a.delta.as_mut() {
+                *d += count(&mut state, v);
             }
-            before = Some(v);
+        }
+        if counter {
+            a.end = state;
         }
         Some(a)
     }
 
-    /// Folds `other` (a neighbouring bucket) into this one.
+    /// Folds `other`, the bucket after this one, into it.
     pub fn merge(&mut self, other: &Agg) {
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
@@ -72,6 +123,7 @@ impl Agg {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         };
+        self.end = other.end.or(self.end);
     }
 
     /// One summary of several buckets.
@@ -83,12 +135,6 @@ impl Agg {
         }
         Some(acc)
     }
-}
-
-/// What a counter consumed going from `before` to `after`: a step back (a new meter, a
-/// rollover) consumes nothing, and counting resumes from the new value.
-pub fn rise(before: f64, after: f64) -> f64 {
-    (after - before).max(0.0)
 }
 
 fn offset_s(tz: Tz, ts: i64) -> i64 {
@@ -176,26 +222,62 @@ mod tests {
         assert!(Agg::of(&[], None, false).is_none());
     }
 
+    fn at(base: f64) -> Option<CounterState> {
+        Some(CounterState {
+            base,
+            pending: None,
+        })
+    }
+
+    fn used(readings: &[f64]) -> f64 {
+        let mut state = None;
+        readings.iter().map(|&v| count(&mut state, v)).sum()
+    }
+
     #[test]
     fn consumption_counts_from_the_previous_bucket_and_never_goes_negative() {
-        // 100 → 103 → 105, then the meter is replaced (reads 2) and rises to 4.
+        // 100 → 103 → 105, then the meter is replaced (reads 2, 3) and rises to 4.
         let a = Agg::of(
-            &[(10, 103.0), (20, 105.0), (30, 2.0), (40, 4.0)],
-            Some(100.0),
+            &[(10, 103.0), (20, 105.0), (30, 2.0), (40, 3.0), (50, 4.0)],
+            at(100.0),
             true,
         )
         .unwrap();
         assert_eq!(a.delta, Some(7.0));
+        assert_eq!(a.end, at(4.0));
         let first_ever = Agg::of(&[(10, 103.0), (20, 105.0)], None, true).unwrap();
         assert_eq!(first_ever.delta, Some(2.0));
     }
 
     #[test]
+    fn a_single_reading_of_zero_is_a_glitch_not_a_new_meter() {
+        // A meter answering 0 while it powers up: neither the drop nor the return counts.
+        assert_eq!(used(&[12_345.0, 0.0, 12_346.0]), 1.0);
+        // Two low readings in a row: a new meter; its rises count from its first reading.
+        assert_eq!(used(&[12_345.0, 0.0, 1.0, 3.0]), 3.0);
+        // A rollover of a 5-digit register.
+        assert_eq!(used(&[99_998.0, 99_999.0, 1.0, 2.0]), 2.0);
+        assert_eq!(used(&[5.0, 4.0, 3.0, 2.0, 1.0]), 0.0);
+    }
+
+    #[test]
+    fn a_glitch_at_the_end_of_a_bucket_is_settled_by_the_next() {
+        let a = Agg::of(&[(1, 500.0), (2, 0.0)], at(499.0), true).unwrap();
+        assert_eq!(a.delta, Some(1.0));
+        let b = Agg::of(&[(3, 501.0)], a.end, true).unwrap();
+        assert_eq!(
+            b.delta,
+            Some(1.0),
+            "the return from the glitch counts from 500, not from 0"
+        );
+    }
+
+    #[test]
     fn merged_buckets_equal_one_bucket_of_all_samples() {
         let s = [(1, 5.0), (2, 7.0), (3, 6.0), (4, 9.0)];
-        let whole = Agg::of(&s, Some(4.0), true).unwrap();
-        let a = Agg::of(&s[..2], Some(4.0), true).unwrap();
-        let b = Agg::of(&s[2..], Some(7.0), true).unwrap();
+        let whole = Agg::of(&s, at(4.0), true).unwrap();
+        let a = Agg::of(&s[..2], at(4.0), true).unwrap();
+        let b = Agg::of(&s[2..], a.end, true).unwrap();
         let merged = Agg::combine([&a, &b]).unwrap();
         assert_eq!(merged, whole);
     }

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono_tz::Tz;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
 use super::key::{self, chunk_of, chunk_start, pack, series_range, MAX_SERIES};
-use super::rollup::{day_start, hour_start, next_day_start, Agg};
+use super::rollup::{day_start, hour_start, next_day_start, Agg, CounterState};
+use super::summaries;
 use super::{migrate, PERIOD_5M, PERIOD_DAY, PERIOD_HOUR};
 use crate::config::HistoryConfig;
 use crate::profile::Kind;
@@ -53,7 +54,7 @@ impl WriterOptions {
             retention,
             series,
             max_batch: 50_000,
-            linger: Duration::from_millis(250),
+            linger: Duration::from_secs(1),
             maintain_every: Duration::from_secs(10),
             clock: Arc::new(|| chrono::Utc::now().timestamp()),
         }
@@ -168,6 +169,11 @@ impl Writer {
             error_logged: false,
         };
         w.register_series().context("registering series")?;
+        for (series, bucket, state) in
+            summaries::counter_states(&w.conn).context("reading counter states")?
+        {
+            w.rollups.last_bucket.insert(series, (bucket, state));
+        }
         Ok(w)
     }
 
@@ -432,11 +438,12 @@ impl Writer {
             i = j;
         }
         for &(series, hour) in &hours {
-            combine_into(&tx, series, PERIOD_5M, PERIOD_HOUR, hour, hour + 3600)?;
+            combine_into(&tx, tz, series, PERIOD_5M, PERIOD_HOUR, hour, hour + 3600)?;
         }
         for &(series, day) in &days {
             combine_into(
                 &tx,
+                tz,
                 series,
                 PERIOD_HOUR,
                 PERIOD_DAY,
@@ -473,26 +480,13 @@ impl Writer {
                 break;
             }
         }
-        let ids: Vec<i64> = self
-            .series
-            .values()
-            .flat_map(|m| m.values().copied())
-            .collect();
         let tx = self.conn.unchecked_transaction()?;
-        {
-            let mut del = tx.prepare_cached(
-                "DELETE FROM rollup WHERE series = ?1 AND period = ?2 AND start < ?3",
-            )?;
-            for (period, days) in [
-                (PERIOD_5M, r.rollup_5m_days),
-                (PERIOD_HOUR, r.hourly_days),
-                (PERIOD_DAY, r.daily_days),
-            ] {
-                let cut = now - i64::from(days) * day;
-                for &id in &ids {
-                    del.execute(params![id, period, cut])?;
-                }
-            }
+        for (period, days) in [
+            (PERIOD_5M, r.rollup_5m_days),
+            (PERIOD_HOUR, r.hourly_days),
+            (PERIOD_DAY, r.daily_days),
+        ] {
+            summaries::expire(&tx, period, now - i64::from(days) * day)?;
         }
         tx.commit()?;
         Ok(())
@@ -503,9 +497,9 @@ impl Writer {
 #[derive(Default)]
 struct Rollups {
     counters: HashSet<i64>,
-    /// Each series' latest 5-minute bucket and its last value: the start of the next bucket's
-    /// consumption.
-    last_bucket: HashMap<i64, (i64, f64)>,
+    /// Each series' latest 5-minute bucket and a counter's state at its end: where the next
+    /// bucket's consumption starts.
+    last_bucket: HashMap<i64, (i64, Option<CounterState>)>,
 }
 
 impl Rollups {
@@ -524,11 +518,7 @@ impl Rollups {
             .last_bucket
             .get(&series)
             .is_some_and(|&(b, _)| b >= bucket)
-            || tx
-                .prepare_cached(
-                    "SELECT 1 FROM rollup WHERE series = ?1 AND period = ?2 AND start = ?3",
-                )?
-                .exists(params![series, PERIOD_5M, bucket])?;
+            || summaries::get(tx, series, PERIOD_5M, bucket)?.is_some();
         let samples: Vec<(i64, f64)> = if late {
             let (lo, hi) = series_range(chunk, series);
             let mut stmt =
@@ -542,23 +532,23 @@ impl Rollups {
             None
         } else {
             match self.last_bucket.get(&series) {
-                Some(&(b, last)) if b < bucket => Some(last),
-                _ => tx
-                    .prepare_cached("SELECT last FROM rollup WHERE series = ?1 AND period = ?2 AND start < ?3 ORDER BY start DESC LIMIT 1")?
-                    .query_row(params![series, PERIOD_5M, bucket], |r| r.get(0))
-                    .optional()?,
+                Some(&(b, end)) if b < bucket && !late => end,
+                _ => summaries::counter_state_before(tx, series, bucket)?,
             }
         };
         let Some(agg) = Agg::of(&samples, prev, counter) else {
             return Ok(());
         };
-        upsert(tx, series, PERIOD_5M, bucket, &agg)?;
+        summaries::upsert(tx, series, PERIOD_5M, bucket, &agg)?;
         if self
             .last_bucket
             .get(&series)
             .is_none_or(|&(b, _)| b <= bucket)
         {
-            self.last_bucket.insert(series, (bucket, agg.last));
+            self.last_bucket.insert(series, (bucket, agg.end));
+            if counter {
+                summaries::save_counter_state(tx, series, bucket, agg.end)?;
+            }
         }
         Ok(())
     }
@@ -581,62 +571,19 @@ fn create_series(tx: &Transaction<'_>, r: &Reading) -> rusqlite::Result<Option<i
     Ok(Some(id))
 }
 
-fn upsert(
-    tx: &Transaction<'_>,
-    series: i64,
-    period: i64,
-    start: i64,
-    a: &Agg,
-) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO rollup(series, period, start, min, max, sum, count, last, last_ts, delta)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![series, period, start, a.min, a.max, a.sum, a.count, a.last, a.last_ts, a.delta])?;
-    Ok(())
-}
-
 /// Summarises the `from` rows of `[lo, hi)` into one `to` row starting at `lo`.
 fn combine_into(
-    tx: &Transaction<'_>,
+    conn: &Connection,
+    tz: chrono_tz::Tz,
     series: i64,
     from: i64,
     to: i64,
     lo: i64,
     hi: i64,
 ) -> rusqlite::Result<()> {
-    let parts = read_aggs(tx, series, from, lo, hi)?;
+    let parts = summaries::range(conn, tz, series, from, lo, hi)?;
     if let Some(a) = Agg::combine(parts.iter().map(|(_, a)| a)) {
-        upsert(tx, series, to, lo, &a)?;
+        summaries::upsert(conn, series, to, lo, &a)?;
     }
     Ok(())
-}
-
-/// Rollup rows of one series and period with `lo <= start < hi`.
-pub(super) fn read_aggs(
-    conn: &Connection,
-    series: i64,
-    period: i64,
-    lo: i64,
-    hi: i64,
-) -> rusqlite::Result<Vec<(i64, Agg)>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT start, min, max, sum, count, last, last_ts, delta FROM rollup
-         WHERE series = ?1 AND period = ?2 AND start >= ?3 AND start < ?4 ORDER BY start",
-    )?;
-    let it = stmt.query_map(params![series, period, lo, hi], |r| {
-        Ok((
-            r.get(0)?,
-            Agg {
-                min: r.get(1)?,
-                max: r.get(2)?,
-                sum: r.get(3)?,
-                count: r.get(4)?,
-                last: r.get(5)?,
-                last_ts: r.get(6)?,
-                delta: r.get(7)?,
-            },
-        ))
-    })?;
-    it.collect()
 }
