@@ -195,7 +195,7 @@ fn main() {
         for _ in 0..50 {
             let t0 = Instant::now();
             let n = hist.raw(&s, end - 599, end).unwrap().len();
-            assert_eq!(n, 600);
+            assert_eq!(n as i64, ingest_s.min(600));
             times.push(t0.elapsed().as_secs_f64() * 1000.0);
         }
         times.sort_by(|a, b| a.total_cmp(b));
