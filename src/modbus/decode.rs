@@ -54,10 +54,14 @@ fn wire_words(bytes: &[u8], order: WordOrder, words_swap: bool) -> Vec<u16> {
     words
 }
 
-fn array<const N: usize>(b: &[u8]) -> [u8; N] {
-    let mut a = [0u8; N];
-    a.copy_from_slice(&b[..N]);
-    a
+/// The first N bytes; a spec whose length disagrees with its type is an error, not a panic.
+fn array<const N: usize>(b: &[u8]) -> Result<[u8; N], DecodeError> {
+    b.get(..N)
+        .and_then(|s| s.try_into().ok())
+        .ok_or(DecodeError::Length {
+            expected: N / 2,
+            got: b.len() / 2,
+        })
 }
 
 /// The raw number a register value stands for, before scale and offset.
@@ -70,14 +74,14 @@ enum Raw {
 fn raw_number(spec: &RegisterSpec, words: &[u16]) -> Result<Raw, DecodeError> {
     let b = value_bytes(words, spec.order, true);
     Ok(match spec.dtype {
-        DataType::U16 => Raw::Int(u16::from_be_bytes(array(&b)).into()),
-        DataType::I16 => Raw::Int(i16::from_be_bytes(array(&b)).into()),
-        DataType::U32 => Raw::Int(u32::from_be_bytes(array(&b)).into()),
-        DataType::I32 => Raw::Int(i32::from_be_bytes(array(&b)).into()),
-        DataType::U64 => Raw::Int(u64::from_be_bytes(array(&b)).into()),
-        DataType::I64 => Raw::Int(i64::from_be_bytes(array(&b)).into()),
-        DataType::F32 => Raw::Float(f32_as_decimal(f32::from_be_bytes(array(&b)))),
-        DataType::F64 => Raw::Float(f64::from_be_bytes(array(&b))),
+        DataType::U16 => Raw::Int(u16::from_be_bytes(array(&b)?).into()),
+        DataType::I16 => Raw::Int(i16::from_be_bytes(array(&b)?).into()),
+        DataType::U32 => Raw::Int(u32::from_be_bytes(array(&b)?).into()),
+        DataType::I32 => Raw::Int(i32::from_be_bytes(array(&b)?).into()),
+        DataType::U64 => Raw::Int(u64::from_be_bytes(array(&b)?).into()),
+        DataType::I64 => Raw::Int(i64::from_be_bytes(array(&b)?).into()),
+        DataType::F32 => Raw::Float(f32_as_decimal(f32::from_be_bytes(array(&b)?))),
+        DataType::F64 => Raw::Float(f64::from_be_bytes(array(&b)?)),
         DataType::Bcd => {
             let mut n: i128 = 0;
             for (i, pair) in b.chunks(2).enumerate() {
@@ -413,6 +417,15 @@ mod tests {
             words in proptest::collection::vec(any::<u16>(), 0..6),
         ) {
             let _ = decode(&spec(dtype, order), &words);
+        }
+
+        #[test]
+        fn a_spec_whose_length_disagrees_with_its_type_never_panics(
+            dtype in any_numeric_type(), order in any_order(), len in 1u16..6,
+        ) {
+            let mut s = spec(dtype, order);
+            s.length = len;
+            let _ = decode(&s, &vec![0xABCD; usize::from(len)]);
         }
 
         #[test]
