@@ -217,6 +217,16 @@ async fn scan_lists_the_units_that_answer() {
     assert!(text(&out.stderr).contains("2 unit(s) answer: 2, 5"));
 }
 
+/// `parkhub history --config CONFIG --device DEVICE --point POINT EXTRA…`
+async fn history(config: &Path, device: &str, point: &str, extra: &[&str]) -> Output {
+    let config = config.display().to_string();
+    let mut args = vec![
+        "history", "--config", &config, "--device", device, "--point", point,
+    ];
+    args.extend_from_slice(extra);
+    run_async(&args).await
+}
+
 fn run_config(dir: &Path, addr: &str) -> std::path::PathBuf {
     let cfg = format!(
         r#"
@@ -324,17 +334,7 @@ async fn a_hub_killed_with_sigkill_leaves_sound_history_and_carries_on() {
     assert!(exit.success(), "{exit}");
 
     // Everything stored can be exported.
-    let out = run_async(&[
-        "history",
-        "--config",
-        config.to_str().unwrap(),
-        "--device",
-        "em",
-        "--point",
-        "voltage_a",
-        "--csv",
-    ])
-    .await;
+    let out = history(&config, "em", "voltage_a", &["--csv"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let csv = text(&out.stdout);
     let mut lines = csv.lines();
@@ -359,17 +359,7 @@ async fn history_reports_an_unknown_point_plainly() {
     let dir = tempfile::tempdir().unwrap();
     let config = run_config(dir.path(), &server.addr.to_string());
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
-    let out = run_async(&[
-        "history",
-        "--config",
-        config.to_str().unwrap(),
-        "--device",
-        "em",
-        "--point",
-        "voltage_a",
-        "--csv",
-    ])
-    .await;
+    let out = history(&config, "em", "voltage_a", &["--csv"]).await;
     assert!(
         text(&out.stderr).contains("no history at"),
         "{}",
@@ -377,47 +367,17 @@ async fn history_reports_an_unknown_point_plainly() {
     );
     // An empty history database, as a hub leaves it before its first poll.
     parkhub::store::open(&dir.path().join("data/history.sqlite")).unwrap();
-    let out = run_async(&[
-        "history",
-        "--config",
-        config.to_str().unwrap(),
-        "--device",
-        "em",
-        "--point",
-        "volume",
-        "--csv",
-    ])
-    .await;
+    let out = history(&config, "em", "volume", &["--csv"]).await;
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("no history for em.volume"), "{err}");
-    let out = run_async(&[
-        "history",
-        "--config",
-        config.to_str().unwrap(),
-        "--device",
-        "pump",
-        "--point",
-        "volume",
-    ])
-    .await;
+    let out = history(&config, "pump", "volume", &[]).await;
     assert!(
         text(&out.stderr).contains("no device `pump`"),
         "{}",
         text(&out.stderr)
     );
-    let out = run_async(&[
-        "history",
-        "--config",
-        config.to_str().unwrap(),
-        "--device",
-        "em",
-        "--point",
-        "voltage_a",
-        "--from",
-        "yesterday",
-    ])
-    .await;
+    let out = history(&config, "em", "voltage_a", &["--from", "yesterday"]).await;
     assert!(
         text(&out.stderr).contains("is not a time"),
         "{}",

@@ -14,6 +14,15 @@ use parkhub::reading::Value;
 use tokio_modbus::ExceptionCode;
 use tokio_util::sync::CancellationToken;
 
+fn poller(unit: u8, profile: &str, timeout_ms: u64) -> Poller {
+    Poller::new(
+        "m".into(),
+        unit,
+        bundled(profile),
+        Duration::from_millis(timeout_ms),
+    )
+}
+
 fn line(server: &SimServer, timeout_ms: u64) -> Line {
     let endpoint = if server.rtu {
         Endpoint::RtuOverTcp(server.addr.to_string())
@@ -134,12 +143,7 @@ async fn a_meter_that_refuses_coalesced_reads_is_read_point_by_point() {
     let server = SimServer::start(&[(1, "chint-dtsu666")], false).await;
     server.sim.set_strict(1, true);
     server.sim.pin(1, "frequency", Value::Number(50.02));
-    let mut poller = Poller::new(
-        "m".into(),
-        1,
-        bundled("chint-dtsu666"),
-        Duration::from_secs(2),
-    );
+    let mut poller = poller(1, "chint-dtsu666", 2000);
     let mut line = line(&server, 2000);
     let res = poller.poll(&mut line).await;
     assert!(res.errors.is_empty(), "{:?}", res.errors);
@@ -163,12 +167,7 @@ async fn a_device_answering_exceptions_is_online_with_its_error_and_no_readings(
     server
         .sim
         .set_behaviour(4, Behaviour::Exception(ExceptionCode::ServerDeviceFailure));
-    let mut poller = Poller::new(
-        "m".into(),
-        4,
-        bundled("eastron-sdm120"),
-        Duration::from_secs(2),
-    );
+    let mut poller = poller(4, "eastron-sdm120", 2000);
     let mut line = line(&server, 2000);
     let res = poller.poll(&mut line).await;
     assert!(res.answered);
@@ -294,12 +293,7 @@ async fn the_bus_reconnects_after_the_server_restarts() {
 #[tokio::test]
 async fn a_counter_going_backwards_is_recorded_and_flagged() {
     let server = SimServer::start(&[(1, "eastron-sdm120")], false).await;
-    let mut poller = Poller::new(
-        "m".into(),
-        1,
-        bundled("eastron-sdm120"),
-        Duration::from_secs(2),
-    );
+    let mut poller = poller(1, "eastron-sdm120", 2000);
     let mut line = line(&server, 2000);
     server.sim.pin(1, "energy_import", Value::Number(1500.0));
     assert!(poller.poll(&mut line).await.counter_resets.is_empty());
@@ -332,12 +326,7 @@ async fn a_meter_that_refuses_a_whole_area_is_not_split_into_one_request_per_poi
     server
         .sim
         .set_behaviour(1, Behaviour::Exception(ExceptionCode::IllegalDataAddress));
-    let mut poller = Poller::new(
-        "m".into(),
-        1,
-        bundled("chint-dtsu666"),
-        Duration::from_secs(2),
-    );
+    let mut poller = poller(1, "chint-dtsu666", 2000);
     let mut line = line(&server, 2000);
     let res = poller.poll(&mut line).await;
     assert!(res.readings.is_empty());
@@ -359,12 +348,7 @@ async fn an_area_the_meter_ignores_does_not_hide_the_others() {
     // A meter without the 0x101E energy registers that stays silent instead of refusing.
     let server = SimServer::start(&[(1, "chint-dtsu666")], false).await;
     server.sim.ignore(1, Function::Holding, 0x1000..0x1100);
-    let mut poller = Poller::new(
-        "m".into(),
-        1,
-        bundled("chint-dtsu666"),
-        Duration::from_millis(200),
-    );
+    let mut poller = poller(1, "chint-dtsu666", 200);
     let mut line = line(&server, 200);
     let mut read = std::collections::BTreeSet::new();
     for _ in 0..2 {
