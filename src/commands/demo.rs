@@ -74,20 +74,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut app = App::start(&loaded.0).await?;
     let mut out = std::io::stdout();
 
+    // The hints name this very binary: `cargo run` does not put `parkhub` on the PATH.
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "parkhub".into());
     let banner = format!(
         "parkhub demo — 示范小微园 (a simulated park)\n\
          \x20 electricity meters  Modbus TCP      127.0.0.1:{tcp_port}  (units 1-5)\n\
          \x20 water meters        RTU over TCP    127.0.0.1:{rtu_port}  (units 1-3; unit 3 fails for half of every minute)\n\
          \x20 history             {}\n\
          \x20 config              {}\n\
-         \x20 try, while it runs:\n\
-         \x20   parkhub probe --profile chint-dtsu666 --tcp 127.0.0.1:{tcp_port} --unit 1\n\
-         \x20   parkhub history --config {} --device em-b3-main --point power_total --csv\n\
+         \x20 try, from another terminal while it runs:\n\
+         \x20   {exe} probe --profile chint-dtsu666 --tcp 127.0.0.1:{tcp_port} --unit 1\n\
+         \x20   {exe} history --config {} --device em-b3-main --point power_total --csv\n\
          \x20 Ctrl-C stops{}.\n",
         app.db_path.display(),
         config_path.display(),
         config_path.display(),
-        if args.data_dir.is_none() { " (the temporary directory is removed)" } else { "" }
+        if args.data_dir.is_none() {
+            " (the temporary directory is removed)"
+        } else {
+            ""
+        }
     );
     // Nobody reading (`parkhub demo | head`) stops the demo as Ctrl-C would.
     let mut reading = writeln!(out, "{banner}").is_ok();

@@ -334,8 +334,10 @@ pub fn model(name: &str, kind: Kind, t: f64, seed: f64) -> Value {
     };
     let n = |x: f64| Value::Number(x);
     match name {
-        "voltage_ab" | "voltage_bc" | "voltage_ca" => n(380.0 + 4.0 * wave(300.0)),
-        s if s.starts_with("voltage") => n(220.0 + 3.0 * wave(300.0 + name.len() as f64)),
+        "voltage_ab" | "voltage_bc" | "voltage_ca" => {
+            n(380.0 + 4.0 * wave(300.0) + phase_skew(name))
+        }
+        s if s.starts_with("voltage") => n(220.0 + 3.0 * wave(300.0) + phase_skew(name)),
         s if s.starts_with("current") => n(power(t) / 3.0 / 220.0 / 0.95),
         "power_total" => n(power(t)),
         s if s.starts_with("power_") => n(power(t) / 3.0),
@@ -356,6 +358,15 @@ pub fn model(name: &str, kind: Kind, t: f64, seed: f64) -> Value {
             Kind::State => n(0.0),
             Kind::Gauge => n(1.0 + 0.1 * wave(120.0)),
         },
+    }
+}
+
+/// Phases of a real supply differ by a volt or so.
+fn phase_skew(name: &str) -> f64 {
+    match name.as_bytes().last() {
+        Some(b'b') => 0.8,
+        Some(b'c') => -0.6,
+        _ => 0.0,
     }
 }
 
