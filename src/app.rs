@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::config::{BusKind, Loaded};
 use crate::hub::{DeviceInfo, Hub};
 use crate::modbus::ModbusBus;
+use crate::mqtt::MqttSource;
 use crate::store::{self, SeriesDef, WriterHandle, WriterOptions};
 
 /// Batches of readings waiting for the writer; beyond this the sources wait (back-pressure).
@@ -80,6 +81,9 @@ impl App {
                 continue;
             }
             sources.spawn(b.run(hub.clone(), stop_sources.clone()));
+        }
+        if let Some(mqtt) = MqttSource::start(loaded).await? {
+            sources.spawn(mqtt.run(hub.clone(), stop_sources.clone()));
         }
         info!(
             hub = %cfg.hub.id,

@@ -32,9 +32,10 @@ pub struct Latest {
     pub ts: DateTime<Utc>,
 }
 
-/// Per-device poll statistics (Neuron's round-trip time, read errors and link state).
+/// Per-device statistics: polls of Modbus devices (Neuron's round-trip time, read errors and
+/// link state), messages of MQTT devices.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct PollStats {
+pub struct DeviceStats {
     pub polls: u64,
     pub requests: u64,
     pub errors: u64,
@@ -43,6 +44,10 @@ pub struct PollStats {
     pub rtt_last_ms: f64,
     pub rtt_avg_ms: f64,
     pub counter_resets: u64,
+    /// MQTT messages taken in.
+    pub messages: u64,
+    /// MQTT messages (or parts of them) refused: not JSON, wrong types, unknown values, too big.
+    pub rejected: u64,
 }
 
 /// How one request went, as the poller saw it.
@@ -64,7 +69,7 @@ pub struct DeviceState {
     pub online: Option<bool>,
     pub last_seen: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
-    pub stats: PollStats,
+    pub stats: DeviceStats,
     pub points: BTreeMap<Arc<str>, Latest>,
 }
 
@@ -75,6 +80,7 @@ pub struct Hub {
     store: Option<mpsc::Sender<Vec<Reading>>>,
     readings: AtomicU64,
     dropped: AtomicU64,
+    unrouted: AtomicU64,
 }
 
 impl Hub {
@@ -89,7 +95,7 @@ impl Hub {
                         online: None,
                         last_seen: None,
                         last_error: None,
-                        stats: PollStats::default(),
+                        stats: DeviceStats::default(),
                         points: BTreeMap::new(),
                     },
                 )
@@ -100,6 +106,7 @@ impl Hub {
             store,
             readings: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            unrouted: AtomicU64::new(0),
         })
     }
 
@@ -187,6 +194,33 @@ impl Hub {
         changed
     }
 
+    /// Records one MQTT message of a device; `problem` says what was wrong with it, if anything.
+    pub fn record_message(&self, device: &str, problem: Option<String>) {
+        self.with_device(device, |d| {
+            d.stats.messages += 1;
+            if let Some(p) = problem {
+                d.stats.rejected += 1;
+                d.last_error = Some(p);
+            }
+        });
+    }
+
+    /// Sets a device online or offline (a message, an expiry, a last will); returns
+    /// `Some(online)` when that changed its state.
+    pub fn set_online(&self, device: &str, online: bool, reason: Option<String>) -> Option<bool> {
+        let mut changed = None;
+        self.with_device(device, |d| {
+            if d.online != Some(online) {
+                d.online = Some(online);
+                changed = Some(online);
+                if reason.is_some() {
+                    d.last_error = reason;
+                }
+            }
+        });
+        changed
+    }
+
     pub fn record_counter_reset(&self, device: &str) {
         self.with_device(device, |d| d.stats.counter_resets += 1);
     }
@@ -230,6 +264,16 @@ impl Hub {
     /// Readings taken in since start.
     pub fn readings_total(&self) -> u64 {
         self.readings.load(Ordering::Relaxed)
+    }
+
+    /// Counts a message on a topic no device is configured for.
+    pub fn record_unrouted(&self) {
+        self.unrouted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages on topics no device is configured for.
+    pub fn unrouted_total(&self) -> u64 {
+        self.unrouted.load(Ordering::Relaxed)
     }
 
     /// Readings that could not reach history because the writer had stopped.

@@ -14,3 +14,5 @@ pub mod reading;
 pub mod store;
 pub mod text;
 pub mod timeparse;
+pub mod mqtt;
+pub mod throttle;

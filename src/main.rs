@@ -8,11 +8,14 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo talks to its user on stdout; only warnings interrupt it.
+    // The demo talks to its user on stdout; only warnings interrupt it. rumqttd logs every
+    // client that comes and goes, at error level when one leaves abruptly: that is noise a
+    // broken device would turn into a flood. The hub reports its broker's state itself
+    // (`--log rumqttd=info` shows rumqttd's own lines).
     let default_level = if matches!(cli.command, Command::Demo(_)) {
-        "warn"
+        "warn,rumqttd=off"
     } else {
-        "info"
+        "info,rumqttd=off"
     };
     let filter = cli
         .log

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use super::validate::{self, Parts};
+use super::validate::{self, MqttTopics, Parts};
 use super::{ApiConfig, Config, Diagnostic, Diagnostics, Document, HistoryConfig, KeyPath};
 use crate::profile::{Profile, ProfileRegistry, SerialDefaults};
 
@@ -21,6 +21,8 @@ pub struct Loaded {
     pub device_profiles: BTreeMap<String, Arc<Profile>>,
     /// Each serial line's settings: the bus's own, else what its devices' profiles agree on.
     pub bus_lines: BTreeMap<String, SerialDefaults>,
+    /// Each MQTT device's topics.
+    pub mqtt_topics: BTreeMap<String, MqttTopics>,
 }
 
 const SECTIONS: &[&str] = &[
@@ -153,6 +155,7 @@ pub fn load_str(
         profiles,
         device_profiles: resolved.device_profiles,
         bus_lines: resolved.bus_lines,
+        mqtt_topics: resolved.mqtt_topics,
     })
 }
 

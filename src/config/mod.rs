@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer};
 
 pub use doc::{expand_str, Diagnostic, Diagnostics, Document, KeyPath, Seg};
 pub use load::{load, load_str, Loaded};
+pub use validate::MqttTopics;
 
 use crate::profile::{DataType, Function, Kind, WordOrder};
 
@@ -210,9 +211,28 @@ pub struct MqttConfig {
     pub client_key: Option<PathBuf>,
     #[serde(default)]
     pub keep_alive_s: Option<u64>,
+    /// Largest payload taken from a device (default 64 KiB); larger ones are refused.
+    #[serde(default)]
+    pub max_payload_bytes: Option<usize>,
     /// Accounts of the embedded broker.
     #[serde(default)]
     pub user: Vec<MqttUser>,
+}
+
+impl MqttConfig {
+    pub fn is_embedded(&self) -> bool {
+        self.broker == "embedded"
+    }
+
+    /// Where the embedded broker listens.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1883)))
+    }
+
+    pub fn max_payload_bytes(&self) -> usize {
+        self.max_payload_bytes.unwrap_or(65_536)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -393,6 +413,9 @@ pub struct DeviceConfig {
     pub address: Option<String>,
     #[serde(default)]
     pub expire_after_s: Option<u64>,
+    /// MQTT devices: where they (or their last will) say `online` / `offline`.
+    #[serde(default)]
+    pub availability_topic: Option<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Per-device changes to profile points, or extra points: `[device.point.energy_import]`.
@@ -446,6 +469,9 @@ pub struct PointOverride {
     pub bit: Option<u8>,
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// MQTT: a different place in the payload.
+    #[serde(default)]
+    pub pointer: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -29,6 +29,14 @@ pub(crate) struct Parts {
 pub(crate) struct Resolved {
     pub device_profiles: BTreeMap<String, Arc<Profile>>,
     pub bus_lines: BTreeMap<String, SerialDefaults>,
+    pub mqtt_topics: BTreeMap<String, MqttTopics>,
+}
+
+/// Where an MQTT device publishes, and says whether it is there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttTopics {
+    pub data: String,
+    pub availability: Option<String>,
 }
 
 struct Check<'a, 'd> {
@@ -204,6 +212,12 @@ fn check_mqtt(c: &mut Check<'_, '_>, m: &MqttConfig) {
             );
         }
     }
+    if let Some(n) = m.max_payload_bytes {
+        check_range(c, at("max_payload_bytes"), i64::try_from(n).unwrap_or(i64::MAX), 256, 1 << 20);
+    }
+    if let Some(k) = m.keep_alive_s {
+        check_range(c, at("keep_alive_s"), clamp_i64(k), 5, 3600);
+    }
     if m.password.is_some() && m.username.is_none() {
         c.err(at("password"), "a password needs a `username`");
     }
@@ -358,6 +372,7 @@ fn check_devices(
         .map(|(_, b)| (b.id.as_str(), b))
         .collect();
     let mut units: HashMap<(&str, u8), &str> = HashMap::new();
+    let mut topics: HashMap<String, &str> = HashMap::new();
     for (i, d) in &parts.devices {
         let at = |k: &str| KeyPath::from("device").index(*i).key(k);
         if let Some(p) = d.poll_interval_s {
@@ -435,6 +450,7 @@ fn check_devices(
                     ("charge_point_id", d.charge_point_id.is_some()),
                     ("address", d.address.is_some()),
                     ("expire_after_s", d.expire_after_s.is_some()),
+                    ("availability_topic", d.availability_topic.is_some()),
                 ] {
                     if given {
                         c.err(
@@ -454,6 +470,9 @@ fn check_devices(
                     }
                 }
             }
+            Protocol::Mqtt => {
+                check_mqtt_device(c, parts, *i, d, profile, resolved, &mut topics);
+            }
             other => c.err(
                 at("profile"),
                 format!(
@@ -462,6 +481,98 @@ fn check_devices(
                 ),
             ),
         }
+    }
+}
+
+/// An MQTT device: its topics (its own, or its profile's template filled in), unique in the
+/// config, and nothing that belongs to other kinds of device.
+fn check_mqtt_device<'p>(
+    c: &mut Check<'_, '_>,
+    parts: &'p Parts,
+    i: usize,
+    d: &'p DeviceConfig,
+    profile: &Profile,
+    resolved: &mut Resolved,
+    topics: &mut HashMap<String, &'p str>,
+) {
+    let at = |k: &str| KeyPath::from("device").index(i).key(k);
+    if parts.mqtt.is_none() {
+        c.err(
+            at("profile"),
+            format!("device `{}` is an MQTT device: add an [mqtt] section (broker = \"embedded\" or the park's broker URL)", d.id),
+        );
+    }
+    for (key, given) in [
+        ("bus", d.bus.is_some()),
+        ("unit", d.unit.is_some()),
+        ("poll_interval_s", d.poll_interval_s.is_some()),
+        ("timeout_ms", d.timeout_ms.is_some()),
+        ("charge_point_id", d.charge_point_id.is_some()),
+        ("address", d.address.is_some()),
+    ] {
+        if given {
+            c.err(at(key), format!("`{key}` does not apply to MQTT device `{}`", d.id));
+        }
+    }
+    let settings = profile.mqtt.clone();
+    let topic = match (&d.topic, settings.as_ref().and_then(|m| m.topic.as_deref())) {
+        (Some(t), _) => match crate::profile::check_topic_template(t) {
+            Ok(()) if !t.contains('{') => Some(t.clone()),
+            Ok(()) => crate::profile::render_topic(t, &d.id, &d.location, None)
+                .map_err(|e| c.err(at("topic"), e))
+                .ok(),
+            Err(e) => {
+                c.err(at("topic"), e);
+                None
+            }
+        },
+        (None, Some(template)) => crate::profile::render_topic(template, &d.id, &d.location, None)
+            .map_err(|e| c.err(at("profile"), e))
+            .ok(),
+        (None, None) => {
+            c.err(at("profile"), format!("device `{}` needs a `topic` (its profile gives no template)", d.id));
+            None
+        }
+    };
+    let availability = match (&d.availability_topic, settings.as_ref().and_then(|m| m.availability_topic.as_deref())) {
+        (Some(t), _) => match crate::profile::check_topic_template(t) {
+            Ok(()) => crate::profile::render_topic(t, &d.id, &d.location, topic.as_deref())
+                .map_err(|e| c.err(at("availability_topic"), e))
+                .ok(),
+            Err(e) => {
+                c.err(at("availability_topic"), e);
+                None
+            }
+        },
+        (None, Some(template)) => topic
+            .as_deref()
+            .and_then(|t| crate::profile::render_topic(template, &d.id, &d.location, Some(t)).ok()),
+        (None, None) => None,
+    };
+    if let Some(e) = d.expire_after_s {
+        check_range(c, at("expire_after_s"), clamp_i64(e), 1, 7 * 86_400);
+    }
+    if d.enabled {
+        for (key, t) in [("topic", &topic), ("availability_topic", &availability)] {
+            if let Some(t) = t {
+                if let Some(other) = topics.insert(t.clone(), d.id.as_str()) {
+                    c.err(at(key), format!("topic `{t}` is already device `{other}`'s: one device per topic"));
+                }
+            }
+        }
+    }
+    match crate::profile::apply_overrides(profile, &d.point) {
+        Ok(p) => {
+            resolved.device_profiles.insert(d.id.clone(), Arc::new(p));
+        }
+        Err(errs) => {
+            for (point, field, msg) in errs {
+                c.err(at("point").key(point).key(field), msg);
+            }
+        }
+    }
+    if let Some(topic) = topic {
+        resolved.mqtt_topics.insert(d.id.clone(), MqttTopics { data: topic, availability });
     }
 }
 

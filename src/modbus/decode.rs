@@ -14,6 +14,8 @@ pub enum DecodeError {
     Bcd(u16),
     #[error("not a finite number")]
     NotFinite,
+    #[error("`number` is a JSON type, not a register type")]
+    NotARegisterType,
 }
 
 /// The bytes of a value, most significant first, from registers as they arrived on the wire.
@@ -98,6 +100,7 @@ fn raw_number(spec: &RegisterSpec, words: &[u16]) -> Result<Raw, DecodeError> {
         }
         // `decode` handles these before it asks for a number.
         DataType::Bool | DataType::String => Raw::Int(0),
+        DataType::Number => return Err(DecodeError::NotARegisterType),
     })
 }
 
@@ -230,7 +233,7 @@ pub fn encode(spec: &RegisterSpec, value: &Value) -> Vec<u16> {
                     }
                     digits.chunks(2).map(|p| (p[0] << 4) | p[1]).collect()
                 }
-                DataType::Bool | DataType::String => vec![0; len * 2],
+                DataType::Bool | DataType::String | DataType::Number => vec![0; len * 2],
             };
             wire_words(&bytes, spec.order, true)
         }

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{
-    DataType, Function, Kind, ModbusLimits, Point, PointSource, Profile, Protocol, RegisterSpec,
-    SerialDefaults, WordOrder, PROFILE_CATEGORIES,
+    AlarmSpec, Condition, DataType, Function, JsonSpec, JsonType, Kind, ModbusLimits, MqttSettings,
+    Point, PointSource, PortGroup, Profile, Protocol, RegisterSpec, SerialDefaults, WordOrder,
+    PROFILE_CATEGORIES,
 };
-use crate::config::{Diagnostic, Document, KeyPath, Parity, PointOverride};
+use crate::config::{Diagnostic, Document, KeyPath, Parity, PointOverride, CATEGORIES, SEVERITIES};
 
 #[derive(Debug, Deserialize)]
 struct ProfileFile {
@@ -28,6 +29,62 @@ struct ProfileFile {
     defaults: PointDefaults,
     #[serde(default)]
     point: Vec<PointSpec>,
+    #[serde(default)]
+    mqtt: Option<MqttFile>,
+    #[serde(default)]
+    ports: Vec<PortsFile>,
+    #[serde(default)]
+    alarm: Vec<AlarmFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct MqttFile {
+    topic: Option<String>,
+    expire_after_s: Option<u64>,
+    availability_topic: Option<String>,
+    payload_online: Option<String>,
+    payload_offline: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PortsFile {
+    pointer: String,
+    #[serde(default)]
+    number: Option<String>,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    point: Vec<PointSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AlarmFile {
+    id: String,
+    #[serde(default)]
+    point: Option<String>,
+    #[serde(default)]
+    equals: Option<serde_json::Value>,
+    #[serde(default, rename = "in")]
+    in_set: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    above: Option<f64>,
+    #[serde(default)]
+    below: Option<f64>,
+    #[serde(default)]
+    deadband: Option<f64>,
+    #[serde(default)]
+    offline: Option<bool>,
+    #[serde(default)]
+    on_delay_s: u64,
+    #[serde(default)]
+    off_delay_s: u64,
+    severity: String,
+    category: String,
+    #[serde(default)]
+    latched: bool,
+    message: String,
+    #[serde(default)]
+    message_en: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,9 +141,13 @@ pub struct PointSpec {
     pub hidden: bool,
     #[serde(default)]
     pub sum_of: Vec<String>,
-    /// Enumeration labels keyed by raw value, decimal or `0x` hex.
+    /// Enumeration labels keyed by raw value: decimal or `0x` hex for registers, the payload's
+    /// text for MQTT.
     #[serde(default)]
     pub values: BTreeMap<String, String>,
+    /// MQTT: RFC 6901 pointer into the JSON payload.
+    #[serde(default)]
+    pub pointer: Option<String>,
 }
 
 impl From<&Point> for PointSpec {
@@ -115,6 +176,17 @@ impl From<&Point> for PointSpec {
                     .flatten()
                     .map(|(k, v)| (k.to_string(), v.clone()))
                     .collect();
+            }
+            PointSource::Json(j) => {
+                spec.pointer = Some(j.pointer.clone());
+                spec.dtype = Some(match j.json {
+                    JsonType::Number => DataType::Number,
+                    JsonType::Bool => DataType::Bool,
+                    JsonType::String => DataType::String,
+                });
+                spec.scale = Some(j.scale);
+                spec.offset = Some(j.offset);
+                spec.values = j.values.clone().unwrap_or_default();
             }
             PointSource::Sum(parts) => spec.sum_of = parts.iter().map(|s| s.to_string()).collect(),
         }
@@ -166,15 +238,22 @@ pub fn parse_profile(doc: &Document<'_>) -> Result<Profile, Vec<Diagnostic>> {
             ),
         ));
     }
-    if file.protocol != Protocol::Modbus {
+    if !matches!(file.protocol, Protocol::Modbus | Protocol::Mqtt) {
         diags.push(doc.diag(
             &at("protocol"),
             format!(
-                "`{}` profiles are not supported by parkhub {} (modbus only)",
+                "`{}` profiles are not supported by parkhub {} (modbus and mqtt only)",
                 file.protocol,
                 env!("CARGO_PKG_VERSION")
             ),
         ));
+    }
+    let mqtt = file.protocol == Protocol::Mqtt;
+    if !mqtt && file.mqtt.is_some() {
+        diags.push(doc.diag(&at("mqtt"), "[mqtt] is for mqtt profiles"));
+    }
+    if !mqtt && !file.ports.is_empty() {
+        diags.push(doc.diag(&at("ports"), "[[ports]] is for mqtt profiles"));
     }
 
     let d = SerialDefaults::default();
@@ -216,11 +295,92 @@ pub fn parse_profile(doc: &Document<'_>) -> Result<Profile, Vec<Diagnostic>> {
                 format!("point `{}` is defined twice", spec.name),
             ));
         }
-        match build_point(spec, &file.defaults, limits) {
+        match build_point(spec, &file.defaults, limits, file.protocol) {
             Ok(p) => points.push(p),
             Err(errs) => {
                 for (field, msg) in errs {
                     diags.push(doc.diag(&path.key(field), msg));
+                }
+            }
+        }
+    }
+    let mut ports = Vec::new();
+    for (g, group) in file.ports.iter().enumerate() {
+        let gpath = at("ports").index(g);
+        if !valid_pointer(&group.pointer) {
+            diags.push(doc.diag(&gpath.key("pointer"), pointer_rule(&group.pointer)));
+        }
+        if let Some(n) = &group.number {
+            if !valid_pointer(n) {
+                diags.push(doc.diag(&gpath.key("number"), pointer_rule(n)));
+            }
+        }
+        let mut group_points = Vec::new();
+        for (i, spec) in group.point.iter().enumerate() {
+            match build_point(spec, &file.defaults, limits, file.protocol) {
+                Ok(p) => group_points.push(p),
+                Err(errs) => {
+                    for (field, msg) in errs {
+                        diags.push(doc.diag(&gpath.key("point").index(i).key(field), msg));
+                    }
+                }
+            }
+        }
+        ports.push(PortGroup {
+            pointer: group.pointer.clone(),
+            number: group.number.clone(),
+            prefix: group.prefix.clone().unwrap_or_else(|| "port".into()),
+            points: group_points,
+        });
+    }
+    let mqtt_settings = if mqtt {
+        let m = file.mqtt.as_ref();
+        let settings = MqttSettings {
+            topic: m.and_then(|m| m.topic.clone()),
+            expire_after_s: m.and_then(|m| m.expire_after_s),
+            availability_topic: m.and_then(|m| m.availability_topic.clone()),
+            payload_online: m
+                .and_then(|m| m.payload_online.clone())
+                .unwrap_or_else(|| "online".into()),
+            payload_offline: m
+                .and_then(|m| m.payload_offline.clone())
+                .unwrap_or_else(|| "offline".into()),
+        };
+        if let Some(t) = &settings.topic {
+            if let Err(e) = check_topic_template(t) {
+                diags.push(doc.diag(&at("mqtt").key("topic"), e));
+            }
+        }
+        if let Some(t) = &settings.availability_topic {
+            if let Err(e) = check_topic_template(t) {
+                diags.push(doc.diag(&at("mqtt").key("availability_topic"), e));
+            }
+        }
+        if settings.expire_after_s == Some(0) {
+            diags.push(doc.diag(
+                &at("mqtt").key("expire_after_s"),
+                "expire_after_s must be at least 1",
+            ));
+        }
+        Some(settings)
+    } else {
+        None
+    };
+    let mut alarms = Vec::new();
+    let mut alarm_ids = HashSet::new();
+    for (i, a) in file.alarm.iter().enumerate() {
+        let apath = at("alarm").index(i);
+        if !alarm_ids.insert(a.id.clone()) {
+            diags.push(doc.diag(
+                &apath.key("id"),
+                format!("alarm `{}` is defined twice", a.id),
+            ));
+        }
+        match build_alarm(a, &points, &ports) {
+            Ok(spec) => alarms.push(spec),
+            Err(errs) => {
+                for (field, msg) in errs {
+                    diags.push(doc.diag(&apath.key(field), msg));
                 }
             }
         }
@@ -233,7 +393,7 @@ pub fn parse_profile(doc: &Document<'_>) -> Result<Profile, Vec<Diagnostic>> {
         };
         diags.push(doc.diag(&path, msg));
     }
-    if points.is_empty() && diags.is_empty() {
+    if points.is_empty() && ports.is_empty() && diags.is_empty() {
         diags.push(doc.diag(&at("id"), "a profile needs at least one [[point]]"));
     }
 
@@ -250,7 +410,265 @@ pub fn parse_profile(doc: &Document<'_>) -> Result<Profile, Vec<Diagnostic>> {
         serial,
         limits,
         points,
+        ports,
+        mqtt: mqtt_settings,
+        alarms,
     })
+}
+
+fn valid_pointer(p: &str) -> bool {
+    p.is_empty() || p.starts_with('/')
+}
+
+fn pointer_rule(p: &str) -> String {
+    format!("`{p}` is not a JSON pointer: write `/field` or `/outer/inner`")
+}
+
+/// A topic template: no MQTT wildcards, known placeholders only.
+pub(crate) fn check_topic_template(t: &str) -> Result<(), String> {
+    if t.is_empty() {
+        return Err("a topic cannot be empty".into());
+    }
+    if t.contains(['+', '#']) {
+        return Err(format!(
+            "topic `{t}` has a wildcard (+ or #): give the exact topic"
+        ));
+    }
+    let mut rest = t;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            return Err(format!("topic `{t}` has an unclosed `{{`"));
+        };
+        let name = &rest[open + 1..open + close];
+        if !["id", "building", "floor", "zone", "topic"].contains(&name) {
+            return Err(format!(
+                "topic `{t}`: unknown placeholder `{{{name}}}` (id, building, floor, zone, topic)"
+            ));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    Ok(())
+}
+
+/// A topic template filled in for one device; `Err` names a placeholder the device cannot fill.
+pub fn render_topic(
+    template: &str,
+    id: &str,
+    location: &crate::config::Location,
+    topic: Option<&str>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}') else {
+            return Err(format!("`{template}` has an unclosed `{{`"));
+        };
+        let name = &rest[open + 1..open + close];
+        let value = match name {
+            "id" => Some(id),
+            "building" => location.building.as_deref(),
+            "floor" => location.floor.as_deref(),
+            "zone" => location.zone.as_deref(),
+            "topic" => topic,
+            _ => None,
+        };
+        match value {
+            Some(v) if !v.is_empty() => out.push_str(v),
+            _ => {
+                return Err(format!(
+                    "topic template `{template}` needs `{name}`, which this device does not have"
+                ))
+            }
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A default alarm of a profile, checked against the profile's points.
+fn build_alarm(
+    a: &AlarmFile,
+    points: &[Point],
+    ports: &[PortGroup],
+) -> Result<AlarmSpec, Vec<FieldError>> {
+    let mut errs: Vec<FieldError> = Vec::new();
+    if !valid_point_name(&a.id) {
+        errs.push((
+            "id",
+            format!(
+                "alarm id `{}` must be lowercase letters, digits and `_`",
+                a.id
+            ),
+        ));
+    }
+    let given = [
+        a.equals.is_some(),
+        a.in_set.is_some(),
+        a.above.is_some(),
+        a.below.is_some(),
+        a.offline == Some(true),
+    ];
+    let condition = match given.iter().filter(|g| **g).count() {
+        1 => {
+            if let Some(v) = &a.equals {
+                Some(Condition::Equals(v.clone()))
+            } else if let Some(v) = &a.in_set {
+                if v.is_empty() {
+                    errs.push(("in", "`in` needs at least one value".into()));
+                }
+                Some(Condition::In(v.clone()))
+            } else if let Some(limit) = a.above {
+                Some(Condition::Above {
+                    limit,
+                    deadband: a.deadband.unwrap_or(0.0),
+                })
+            } else if let Some(limit) = a.below {
+                Some(Condition::Below {
+                    limit,
+                    deadband: a.deadband.unwrap_or(0.0),
+                })
+            } else {
+                Some(Condition::Offline)
+            }
+        }
+        0 => {
+            errs.push((
+                "id",
+                "an alarm needs a condition: equals, in, above, below or offline = true".into(),
+            ));
+            None
+        }
+        _ => {
+            errs.push((
+                "id",
+                "an alarm has one condition: equals, in, above, below or offline = true".into(),
+            ));
+            None
+        }
+    };
+    if a.deadband.is_some_and(|d| !d.is_finite() || d < 0.0) {
+        errs.push(("deadband", "deadband must be a number of 0 or more".into()));
+    }
+    if a.deadband.is_some() && a.above.is_none() && a.below.is_none() {
+        errs.push(("deadband", "deadband goes with above or below".into()));
+    }
+    // The point the condition looks at, and its kind of value.
+    let target: Option<&Point> = match (&a.point, &condition) {
+        (None, Some(Condition::Offline)) | (None, None) => None,
+        (Some(_), Some(Condition::Offline)) => {
+            errs.push((
+                "point",
+                "an offline alarm is about the device, not a point".into(),
+            ));
+            None
+        }
+        (None, Some(_)) => {
+            errs.push(("point", "this alarm needs the `point` it watches".into()));
+            None
+        }
+        (Some(name), _) => {
+            let found = match name.split_once("*.") {
+                Some((prefix, inner)) => ports
+                    .iter()
+                    .filter(|g| g.prefix == prefix)
+                    .find_map(|g| g.points.iter().find(|p| &*p.name == inner)),
+                None => points.iter().find(|p| &*p.name == name.as_str()),
+            };
+            if found.is_none() {
+                errs.push(("point", format!("no point `{name}` in this profile")));
+            }
+            found
+        }
+    };
+    if let (Some(p), Some(c)) = (target, &condition) {
+        let expect = point_value_kind(p);
+        let ok = |v: &serde_json::Value| match expect {
+            ValueKind::Bool => v.is_boolean(),
+            ValueKind::Number => v.is_number(),
+            ValueKind::Text(ref labels) => v
+                .as_str()
+                .is_some_and(|s| labels.is_empty() || labels.iter().any(|l| l == s)),
+        };
+        match c {
+            Condition::Equals(v) if !ok(v) => errs.push((
+                "equals",
+                format!("`{v}` is not a value point `{}` takes", p.name),
+            )),
+            Condition::In(vs) => {
+                for v in vs.iter().filter(|v| !ok(v)) {
+                    errs.push((
+                        "in",
+                        format!("`{v}` is not a value point `{}` takes", p.name),
+                    ));
+                }
+            }
+            Condition::Above { .. } | Condition::Below { .. } if expect != ValueKind::Number => {
+                errs.push((
+                    "point",
+                    format!("limits need a number; point `{}` is not one", p.name),
+                ));
+            }
+            _ => {}
+        }
+    }
+    if !SEVERITIES.contains(&a.severity.as_str()) {
+        errs.push((
+            "severity",
+            format!("`{}` is not one of: {}", a.severity, SEVERITIES.join(", ")),
+        ));
+    }
+    if !CATEGORIES.contains(&a.category.as_str()) {
+        errs.push((
+            "category",
+            format!("`{}` is not one of: {}", a.category, CATEGORIES.join(", ")),
+        ));
+    }
+    if a.message.trim().is_empty() {
+        errs.push(("message", "an alarm needs a message".into()));
+    }
+    match condition {
+        Some(condition) if errs.is_empty() => Ok(AlarmSpec {
+            id: a.id.clone(),
+            point: a.point.clone(),
+            condition,
+            on_delay_s: a.on_delay_s,
+            off_delay_s: a.off_delay_s,
+            severity: a.severity.clone(),
+            category: a.category.clone(),
+            latched: a.latched,
+            message: a.message.clone(),
+            message_en: a.message_en.clone(),
+        }),
+        _ => Err(errs),
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum ValueKind {
+    Bool,
+    Number,
+    /// Text; for an enumeration, the states it may take.
+    Text(Vec<String>),
+}
+
+fn point_value_kind(p: &Point) -> ValueKind {
+    match &p.source {
+        PointSource::Json(j) => match (&j.values, j.json) {
+            (Some(v), _) => ValueKind::Text(v.values().cloned().collect()),
+            (None, JsonType::Bool) => ValueKind::Bool,
+            (None, JsonType::Number) => ValueKind::Number,
+            (None, JsonType::String) => ValueKind::Text(Vec::new()),
+        },
+        PointSource::Register(r) => match (&r.values, r.dtype) {
+            (Some(v), _) => ValueKind::Text(v.values().cloned().collect()),
+            (None, DataType::Bool) => ValueKind::Bool,
+            (None, DataType::String) => ValueKind::Text(Vec::new()),
+            _ => ValueKind::Number,
+        },
+        PointSource::Sum(_) => ValueKind::Number,
+    }
 }
 
 fn valid_id(id: &str) -> bool {
@@ -290,6 +708,7 @@ fn build_point(
     spec: &PointSpec,
     defaults: &PointDefaults,
     limits: ModbusLimits,
+    protocol: Protocol,
 ) -> Result<Point, Vec<FieldError>> {
     let mut errs: Vec<FieldError> = Vec::new();
     if !valid_point_name(&spec.name) {
@@ -322,7 +741,21 @@ fn build_point(
             }
         }
         PointSource::Sum(spec.sum_of.iter().map(|s| Arc::from(s.as_str())).collect())
+    } else if protocol == Protocol::Mqtt {
+        match build_json(spec) {
+            Ok(j) => PointSource::Json(j),
+            Err(mut e) => {
+                errs.append(&mut e);
+                PointSource::Sum(Vec::new())
+            }
+        }
     } else {
+        if spec.pointer.is_some() {
+            errs.push((
+                "pointer",
+                "`pointer` is for MQTT points; Modbus points have a `register`".into(),
+            ));
+        }
         match build_register(spec, defaults, limits) {
             Ok(r) => PointSource::Register(r),
             Err(mut e) => {
@@ -341,6 +774,73 @@ fn build_point(
         kind,
         hidden: spec.hidden,
         source,
+    })
+}
+
+fn build_json(spec: &PointSpec) -> Result<JsonSpec, Vec<FieldError>> {
+    let mut errs: Vec<FieldError> = Vec::new();
+    for (field, given) in [
+        ("register", spec.register.is_some()),
+        ("function", spec.function.is_some()),
+        ("order", spec.order.is_some()),
+        ("length", spec.length.is_some()),
+        ("bit", spec.bit.is_some()),
+    ] {
+        if given {
+            errs.push((
+                field,
+                format!("`{field}` is for Modbus points; MQTT points have a `pointer`"),
+            ));
+        }
+    }
+    let pointer = match &spec.pointer {
+        None => {
+            errs.push((
+                "pointer",
+                "an MQTT point needs a `pointer` into the payload, e.g. \"/smoke\"".into(),
+            ));
+            String::new()
+        }
+        Some(p) if !valid_pointer(p) => {
+            errs.push(("pointer", pointer_rule(p)));
+            String::new()
+        }
+        Some(p) => p.clone(),
+    };
+    let json = match spec.dtype {
+        Some(DataType::Number) | None if spec.values.is_empty() => JsonType::Number,
+        Some(DataType::String) | None => JsonType::String,
+        Some(DataType::Number) => JsonType::Number,
+        Some(DataType::Bool) => JsonType::Bool,
+        Some(other) => {
+            errs.push((
+                "type",
+                format!("an MQTT point is number, bool or string, not {other}"),
+            ));
+            JsonType::Number
+        }
+    };
+    let scale = spec.scale.unwrap_or(1.0);
+    let offset = spec.offset.unwrap_or(0.0);
+    if (spec.scale.is_some() || spec.offset.is_some()) && json != JsonType::Number {
+        errs.push(("scale", "scale and offset apply to numbers".into()));
+    }
+    if !scale.is_finite() || scale == 0.0 || !offset.is_finite() {
+        errs.push((
+            "scale",
+            "scale must be a non-zero number and offset a number".into(),
+        ));
+    }
+    let values = (!spec.values.is_empty()).then(|| spec.values.clone());
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(JsonSpec {
+        pointer,
+        json,
+        scale,
+        offset,
+        values,
     })
 }
 
@@ -378,6 +878,12 @@ fn build_register(
             }
         },
     };
+    if dtype == DataType::Number {
+        errs.push((
+            "type",
+            "`number` is for MQTT points; a register needs a sized type (u16, i32, f32, …)".into(),
+        ));
+    }
     if function.is_bits() && dtype != DataType::Bool {
         errs.push((
             "type",
@@ -605,12 +1111,15 @@ pub(crate) fn apply_overrides(
         if o.bit.is_some() {
             spec.bit = o.bit;
         }
+        if o.pointer.is_some() {
+            spec.pointer = o.pointer.clone();
+        }
     }
     specs.retain(|s| !removed.contains(&s.name));
     let defaults = PointDefaults::default();
     let mut points = Vec::with_capacity(specs.len());
     for spec in &specs {
-        match build_point(spec, &defaults, profile.limits) {
+        match build_point(spec, &defaults, profile.limits, profile.protocol) {
             Ok(p) => points.push(p),
             Err(e) => errs.extend(e.into_iter().map(|(f, m)| (spec.name.clone(), f, m))),
         }

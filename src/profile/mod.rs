@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Parity;
 
-pub(crate) use load::{apply_overrides, check_serial_settings};
-pub use load::{parse_profile, PointSpec};
+pub(crate) use load::{apply_overrides, check_serial_settings, check_topic_template};
+pub use load::{parse_profile, render_topic, PointSpec};
 pub use registry::{ProfileRegistry, ProfileSource};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -66,13 +66,20 @@ pub enum DataType {
     Bcd,
     Bool,
     String,
+    /// A JSON number (MQTT points); Modbus points need a sized type.
+    Number,
 }
 
 impl DataType {
     /// Registers a value of this type spans when it has no explicit `length`.
     pub fn default_registers(self) -> u16 {
         match self {
-            DataType::U16 | DataType::I16 | DataType::Bcd | DataType::Bool | DataType::String => 1,
+            DataType::U16
+            | DataType::I16
+            | DataType::Bcd
+            | DataType::Bool
+            | DataType::String
+            | DataType::Number => 1,
             DataType::U32 | DataType::I32 | DataType::F32 => 2,
             DataType::U64 | DataType::I64 | DataType::F64 => 4,
         }
@@ -230,8 +237,91 @@ impl RegisterSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum PointSource {
     Register(RegisterSpec),
+    /// A value in an MQTT device's JSON payload.
+    Json(JsonSpec),
     /// The sum of other points' values (e.g. a totaliser's integer and fraction parts).
     Sum(Vec<Arc<str>>),
+}
+
+/// The JSON type an MQTT point must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonType {
+    Number,
+    Bool,
+    String,
+}
+
+/// Where a point sits in a JSON payload and how it becomes a value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonSpec {
+    /// RFC 6901 pointer, e.g. `/smoke` or `/data/temp`.
+    pub pointer: String,
+    pub json: JsonType,
+    pub scale: f64,
+    pub offset: f64,
+    /// Enumeration: the payload's value (as text) to the state it stands for. A value not in
+    /// the map is an error, never passed through.
+    pub values: Option<BTreeMap<String, String>>,
+}
+
+/// An array in the payload whose elements are numbered things (the ports of an e-bike
+/// charging station): each element's points become `{prefix}{N}.{point}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortGroup {
+    /// Pointer to the array.
+    pub pointer: String,
+    /// Pointer, inside an element, to its number; without it the position counts from 1.
+    pub number: Option<String>,
+    pub prefix: String,
+    /// Points of one element, their pointers relative to the element.
+    pub points: Vec<Point>,
+}
+
+/// How an MQTT device is found and judged alive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttSettings {
+    /// Topic of a device that gives none: `{id}`, `{building}`, `{floor}`, `{zone}` are filled in.
+    pub topic: Option<String>,
+    /// Silent this long, the device is offline.
+    pub expire_after_s: Option<u64>,
+    /// Where the device (or its last will) says whether it is there; `{topic}` is its topic.
+    pub availability_topic: Option<String>,
+    pub payload_online: String,
+    pub payload_offline: String,
+}
+
+/// When a default alarm of a model is active.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    Equals(serde_json::Value),
+    In(Vec<serde_json::Value>),
+    Above {
+        limit: f64,
+        deadband: f64,
+    },
+    Below {
+        limit: f64,
+        deadband: f64,
+    },
+    /// The device is offline (no answer, silent past its expiry, or its last will).
+    Offline,
+}
+
+/// A default alarm a profile carries; the alarm engine acts on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmSpec {
+    pub id: String,
+    /// A point name, or `port*.name` for that point of every port.
+    pub point: Option<String>,
+    pub condition: Condition,
+    pub on_delay_s: u64,
+    pub off_delay_s: u64,
+    pub severity: String,
+    pub category: String,
+    /// Stays active until acknowledged, even after the condition clears (fire).
+    pub latched: bool,
+    pub message: String,
+    pub message_en: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -249,7 +339,14 @@ impl Point {
     pub fn register(&self) -> Option<&RegisterSpec> {
         match &self.source {
             PointSource::Register(r) => Some(r),
-            PointSource::Sum(_) => None,
+            _ => None,
+        }
+    }
+
+    pub fn json(&self) -> Option<&JsonSpec> {
+        match &self.source {
+            PointSource::Json(j) => Some(j),
+            _ => None,
         }
     }
 }
@@ -284,6 +381,9 @@ pub struct Profile {
     pub serial: SerialDefaults,
     pub limits: ModbusLimits,
     pub points: Vec<Point>,
+    pub ports: Vec<PortGroup>,
+    pub mqtt: Option<MqttSettings>,
+    pub alarms: Vec<AlarmSpec>,
 }
 
 impl Profile {

@@ -1,0 +1,221 @@
+//! The hub's MQTT client (rumqttc): to the park's broker (`mqtt://`, `mqtts://` with rustls) or
+//! the embedded one. QoS 1 with a persistent session, so that what devices publish while the hub
+//! is briefly away waits for it; reconnects with back-off and subscribes again on every
+//! connection; acknowledges a message only once the hub has taken it in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
+use tokio::sync::mpsc;
+use tokio_rustls::rustls;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::broker::EmbeddedBroker;
+use crate::config::MqttConfig;
+
+/// One message from the broker, and what acknowledges it once handled.
+pub struct Incoming {
+    pub publish: Publish,
+    pub acker: AsyncClient,
+}
+
+impl Incoming {
+    /// Tells the broker the message is taken care of (QoS 1 PUBACK).
+    pub async fn ack(&self) {
+        if self.acker.try_ack(&self.publish).is_err() {
+            let _ = self.acker.ack(&self.publish).await;
+        }
+    }
+}
+
+/// Where and how the client connects.
+pub struct ClientSettings {
+    pub options: MqttOptions,
+    /// What it subscribes to after every (re)connection.
+    pub filters: Vec<String>,
+    /// Shown in logs: the broker's address, never credentials.
+    pub broker: String,
+}
+
+/// Builds the connection options of the config's broker (or of the embedded one).
+pub fn settings(
+    cfg: &MqttConfig,
+    hub_id: &str,
+    embedded: Option<&EmbeddedBroker>,
+    filters: Vec<String>,
+) -> anyhow::Result<ClientSettings> {
+    let client_id = cfg.client_id.clone().unwrap_or_else(|| format!("parkhub-{hub_id}"));
+    let (mut options, broker) = match embedded {
+        Some(b) => {
+            let mut o = MqttOptions::new(client_id, b.local.ip().to_string(), b.local.port());
+            if let Some((user, password)) = &b.login {
+                o.set_credentials(user.clone(), password.clone());
+            }
+            (o, format!("embedded broker on {}", b.listen))
+        }
+        None => {
+            let url = url::Url::parse(&cfg.broker).with_context(|| format!("mqtt.broker `{}`", cfg.broker))?;
+            let tls = match url.scheme() {
+                "mqtt" => false,
+                "mqtts" => true,
+                other => anyhow::bail!("mqtt.broker: scheme `{other}` is not mqtt or mqtts"),
+            };
+            let host = url.host_str().context("mqtt.broker has no host")?.to_string();
+            let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
+            let mut o = MqttOptions::new(client_id, host.clone(), port);
+            if let Some(user) = &cfg.username {
+                o.set_credentials(user.clone(), cfg.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default());
+            }
+            if tls {
+                o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls_config(cfg)?))));
+            }
+            (o, format!("{}://{host}:{port}", url.scheme()))
+        }
+    };
+    options
+        .set_keep_alive(Duration::from_secs(cfg.keep_alive_s.unwrap_or(30)))
+        // The broker keeps our subscriptions and queues QoS 1 messages while we are away.
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_request_channel_capacity(4096)
+        // Room for any payload the broker passes on: one bigger than the hub's own limit is
+        // refused after it arrives rather than breaking the connection (which would bring the
+        // same message back forever).
+        .set_max_packet_size(16 << 20, 1 << 20);
+    Ok(ClientSettings { options, filters, broker })
+}
+
+/// rustls with the system's roots or `mqtt.ca_file`, and a client certificate if configured.
+fn tls_config(cfg: &MqttConfig) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    match &cfg.ca_file {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path).with_context(|| format!("mqtt.ca_file {}", path.display()))? {
+                roots.add(cert.with_context(|| format!("mqtt.ca_file {}", path.display()))?)?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                // A bad system root is skipped: the others may still verify the broker.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    if roots.is_empty() {
+        anyhow::bail!("no CA certificates to verify the broker with (set mqtt.ca_file)");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    Ok(match (&cfg.client_cert, &cfg.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .with_context(|| format!("mqtt.client_cert {}", cert.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("mqtt.client_cert {}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("mqtt.client_key {}", key.display()))?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        _ => builder.with_no_client_auth(),
+    })
+}
+
+/// The fewest subscriptions that cover `topics`: one `first/#` per first level (an MQTT broker
+/// checks a few filters faster than thousands), exact topics at the top level.
+pub fn filters<'a>(topics: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = topics
+        .into_iter()
+        .map(|t| match t.split_once('/') {
+            Some((first, _)) if !first.is_empty() => format!("{first}/#"),
+            _ => t.to_string(),
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Runs the client until `shutdown`, handing every message to `out`.
+pub async fn run(settings: ClientSettings, out: mpsc::Sender<Incoming>, shutdown: CancellationToken) {
+    let ClientSettings { options, filters, broker } = settings;
+    let (client, mut eventloop) = AsyncClient::new(options, 4096);
+    let mut backoff = new_backoff();
+    let mut down: Option<String> = None;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            e = eventloop.poll() => e,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                match down.take() {
+                    Some(_) => info!(%broker, session_present = ack.session_present, "MQTT reconnected"),
+                    None => info!(%broker, session_present = ack.session_present, "MQTT connected"),
+                }
+                backoff = new_backoff();
+                let subs = filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                if let Err(e) = client.try_subscribe_many(subs) {
+                    warn!(%broker, "MQTT subscribe failed: {e}");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let incoming = Incoming { publish, acker: client.clone() };
+                if out.send(incoming).await.is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let msg = e.to_string();
+                if down.as_deref() != Some(msg.as_str()) {
+                    warn!(%broker, error = %msg, "MQTT connection lost; retrying with back-off");
+                }
+                down = Some(msg);
+                let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+    // A clean goodbye keeps the session (and our last will) as the broker should.
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Ok(ev) = eventloop.poll().await {
+            if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+fn new_backoff() -> backon::ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn few_wildcard_filters_cover_many_device_topics() {
+        let topics = ["park/b3/2f/smoke-07", "park/b3/lift-1", "park/b5/leak", "alone", "site/x/status"];
+        assert_eq!(filters(topics), vec!["alone", "park/#", "site/#"]);
+    }
+}
