@@ -14,7 +14,10 @@ pub struct Throttle<K> {
 
 impl<K: Hash + Eq> Throttle<K> {
     pub fn new(every: Duration) -> Self {
-        Self { every, seen: HashMap::new() }
+        Self {
+            every,
+            seen: HashMap::new(),
+        }
     }
 
     /// `Some(held back since the last report)` when `key` may be reported now.

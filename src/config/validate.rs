@@ -213,7 +213,13 @@ fn check_mqtt(c: &mut Check<'_, '_>, m: &MqttConfig) {
         }
     }
     if let Some(n) = m.max_payload_bytes {
-        check_range(c, at("max_payload_bytes"), i64::try_from(n).unwrap_or(i64::MAX), 256, 1 << 20);
+        check_range(
+            c,
+            at("max_payload_bytes"),
+            i64::try_from(n).unwrap_or(i64::MAX),
+            256,
+            1 << 20,
+        );
     }
     if let Some(k) = m.keep_alive_s {
         check_range(c, at("keep_alive_s"), clamp_i64(k), 5, 3600);
@@ -511,7 +517,10 @@ fn check_mqtt_device<'p>(
         ("address", d.address.is_some()),
     ] {
         if given {
-            c.err(at(key), format!("`{key}` does not apply to MQTT device `{}`", d.id));
+            c.err(
+                at(key),
+                format!("`{key}` does not apply to MQTT device `{}`", d.id),
+            );
         }
     }
     let settings = profile.mqtt.clone();
@@ -530,11 +539,22 @@ fn check_mqtt_device<'p>(
             .map_err(|e| c.err(at("profile"), e))
             .ok(),
         (None, None) => {
-            c.err(at("profile"), format!("device `{}` needs a `topic` (its profile gives no template)", d.id));
+            c.err(
+                at("profile"),
+                format!(
+                    "device `{}` needs a `topic` (its profile gives no template)",
+                    d.id
+                ),
+            );
             None
         }
     };
-    let availability = match (&d.availability_topic, settings.as_ref().and_then(|m| m.availability_topic.as_deref())) {
+    let availability = match (
+        &d.availability_topic,
+        settings
+            .as_ref()
+            .and_then(|m| m.availability_topic.as_deref()),
+    ) {
         (Some(t), _) => match crate::profile::check_topic_template(t) {
             Ok(()) => crate::profile::render_topic(t, &d.id, &d.location, topic.as_deref())
                 .map_err(|e| c.err(at("availability_topic"), e))
@@ -556,7 +576,10 @@ fn check_mqtt_device<'p>(
         for (key, t) in [("topic", &topic), ("availability_topic", &availability)] {
             if let Some(t) = t {
                 if let Some(other) = topics.insert(t.clone(), d.id.as_str()) {
-                    c.err(at(key), format!("topic `{t}` is already device `{other}`'s: one device per topic"));
+                    c.err(
+                        at(key),
+                        format!("topic `{t}` is already device `{other}`'s: one device per topic"),
+                    );
                 }
             }
         }
@@ -572,7 +595,13 @@ fn check_mqtt_device<'p>(
         }
     }
     if let Some(topic) = topic {
-        resolved.mqtt_topics.insert(d.id.clone(), MqttTopics { data: topic, availability });
+        resolved.mqtt_topics.insert(
+            d.id.clone(),
+            MqttTopics {
+                data: topic,
+                availability,
+            },
+        );
     }
 }
 

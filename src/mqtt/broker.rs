@@ -67,7 +67,8 @@ impl Accounts {
 
 fn random_password() -> anyhow::Result<String> {
     let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for the broker password: {e}"))?;
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("no randomness for the broker password: {e}"))?;
     Ok(hex::encode(bytes))
 }
 
@@ -81,7 +82,11 @@ pub async fn start(cfg: &MqttConfig) -> anyhow::Result<EmbeddedBroker> {
     );
     let local = if listen.ip().is_unspecified() {
         SocketAddr::new(
-            if listen.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() },
+            if listen.is_ipv4() {
+                [127, 0, 0, 1].into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            },
             listen.port(),
         )
     } else {
@@ -91,8 +96,9 @@ pub async fn start(cfg: &MqttConfig) -> anyhow::Result<EmbeddedBroker> {
     let mut users = HashMap::new();
     for u in &cfg.user {
         let mut hash = [0u8; 32];
-        hex::decode_to_slice(&u.password_sha256, &mut hash)
-            .with_context(|| format!("mqtt.user {}: password_sha256 is not 64 hex digits", u.name))?;
+        hex::decode_to_slice(&u.password_sha256, &mut hash).with_context(|| {
+            format!("mqtt.user {}: password_sha256 is not 64 hex digits", u.name)
+        })?;
         users.insert(u.name.clone(), hash);
     }
     // Anonymous clients only on a loopback listener without accounts (config checks refuse a
@@ -113,7 +119,10 @@ pub async fn start(cfg: &MqttConfig) -> anyhow::Result<EmbeddedBroker> {
         dynamic_filters: true,
     };
     if let Some((_, hub_password)) = &login {
-        let accounts = Accounts { users, hub_password: Arc::from(hub_password.as_str()) };
+        let accounts = Accounts {
+            users,
+            hub_password: Arc::from(hub_password.as_str()),
+        };
         connections.set_auth_handler(move |_client: String, user: String, password: String| {
             let ok = accounts.allows(&user, &password);
             async move { ok }
@@ -173,7 +182,11 @@ pub async fn start(cfg: &MqttConfig) -> anyhow::Result<EmbeddedBroker> {
         }
     }
     info!(%listen, anonymous, "embedded MQTT broker up");
-    Ok(EmbeddedBroker { listen, local, login })
+    Ok(EmbeddedBroker {
+        listen,
+        local,
+        login,
+    })
 }
 
 /// CONNECT, CONNACK accepted, DISCONNECT.
@@ -185,7 +198,9 @@ async fn handshake(addr: SocketAddr, login: Option<&(String, String)>) -> anyhow
         connect.set_login(user.clone(), password.clone());
     }
     let mut buf = bytes::BytesMut::new();
-    connect.write(&mut buf).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    connect
+        .write(&mut buf)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     stream.write_all(&buf).await?;
     let mut ack = [0u8; 4];
     tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut ack)).await??;

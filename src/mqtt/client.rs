@@ -39,6 +39,9 @@ pub struct ClientSettings {
     pub filters: Vec<String>,
     /// Shown in logs: the broker's address, never credentials.
     pub broker: String,
+    /// Counts the broker's acknowledgements of our subscriptions (tests and the demo wait for
+    /// the first before they publish).
+    pub subscribed: tokio::sync::watch::Sender<u64>,
 }
 
 /// Builds the connection options of the config's broker (or of the embedded one).
@@ -48,7 +51,10 @@ pub fn settings(
     embedded: Option<&EmbeddedBroker>,
     filters: Vec<String>,
 ) -> anyhow::Result<ClientSettings> {
-    let client_id = cfg.client_id.clone().unwrap_or_else(|| format!("parkhub-{hub_id}"));
+    let client_id = cfg
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("parkhub-{hub_id}"));
     let (mut options, broker) = match embedded {
         Some(b) => {
             let mut o = MqttOptions::new(client_id, b.local.ip().to_string(), b.local.port());
@@ -58,20 +64,32 @@ pub fn settings(
             (o, format!("embedded broker on {}", b.listen))
         }
         None => {
-            let url = url::Url::parse(&cfg.broker).with_context(|| format!("mqtt.broker `{}`", cfg.broker))?;
+            let url = url::Url::parse(&cfg.broker)
+                .with_context(|| format!("mqtt.broker `{}`", cfg.broker))?;
             let tls = match url.scheme() {
                 "mqtt" => false,
                 "mqtts" => true,
                 other => anyhow::bail!("mqtt.broker: scheme `{other}` is not mqtt or mqtts"),
             };
-            let host = url.host_str().context("mqtt.broker has no host")?.to_string();
+            let host = url
+                .host_str()
+                .context("mqtt.broker has no host")?
+                .to_string();
             let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
             let mut o = MqttOptions::new(client_id, host.clone(), port);
             if let Some(user) = &cfg.username {
-                o.set_credentials(user.clone(), cfg.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default());
+                o.set_credentials(
+                    user.clone(),
+                    cfg.password
+                        .as_ref()
+                        .map(|p| p.expose().to_string())
+                        .unwrap_or_default(),
+                );
             }
             if tls {
-                o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls_config(cfg)?))));
+                o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                    Arc::new(tls_config(cfg)?),
+                )));
             }
             (o, format!("{}://{host}:{port}", url.scheme()))
         }
@@ -86,7 +104,12 @@ pub fn settings(
         // refused after it arrives rather than breaking the connection (which would bring the
         // same message back forever).
         .set_max_packet_size(16 << 20, 1 << 20);
-    Ok(ClientSettings { options, filters, broker })
+    Ok(ClientSettings {
+        options,
+        filters,
+        broker,
+        subscribed: tokio::sync::watch::Sender::new(0),
+    })
 }
 
 /// rustls with the system's roots or `mqtt.ca_file`, and a client certificate if configured.
@@ -98,7 +121,9 @@ fn tls_config(cfg: &MqttConfig) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     match &cfg.ca_file {
         Some(path) => {
-            for cert in CertificateDer::pem_file_iter(path).with_context(|| format!("mqtt.ca_file {}", path.display()))? {
+            for cert in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("mqtt.ca_file {}", path.display()))?
+            {
                 roots.add(cert.with_context(|| format!("mqtt.ca_file {}", path.display()))?)?;
             }
         }
@@ -122,7 +147,8 @@ fn tls_config(cfg: &MqttConfig) -> anyhow::Result<rustls::ClientConfig> {
                 .with_context(|| format!("mqtt.client_cert {}", cert.display()))?
                 .collect::<Result<Vec<_>, _>>()
                 .with_context(|| format!("mqtt.client_cert {}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("mqtt.client_key {}", key.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("mqtt.client_key {}", key.display()))?;
             builder.with_client_auth_cert(chain, key)?
         }
         _ => builder.with_no_client_auth(),
@@ -145,8 +171,17 @@ pub fn filters<'a>(topics: impl IntoIterator<Item = &'a str>) -> Vec<String> {
 }
 
 /// Runs the client until `shutdown`, handing every message to `out`.
-pub async fn run(settings: ClientSettings, out: mpsc::Sender<Incoming>, shutdown: CancellationToken) {
-    let ClientSettings { options, filters, broker } = settings;
+pub async fn run(
+    settings: ClientSettings,
+    out: mpsc::Sender<Incoming>,
+    shutdown: CancellationToken,
+) {
+    let ClientSettings {
+        options,
+        filters,
+        broker,
+        subscribed,
+    } = settings;
     let (client, mut eventloop) = AsyncClient::new(options, 4096);
     let mut backoff = new_backoff();
     let mut down: Option<String> = None;
@@ -158,17 +193,27 @@ pub async fn run(settings: ClientSettings, out: mpsc::Sender<Incoming>, shutdown
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 match down.take() {
-                    Some(_) => info!(%broker, session_present = ack.session_present, "MQTT reconnected"),
+                    Some(_) => {
+                        info!(%broker, session_present = ack.session_present, "MQTT reconnected")
+                    }
                     None => info!(%broker, session_present = ack.session_present, "MQTT connected"),
                 }
                 backoff = new_backoff();
-                let subs = filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                let subs = filters
+                    .iter()
+                    .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
                 if let Err(e) = client.try_subscribe_many(subs) {
                     warn!(%broker, "MQTT subscribe failed: {e}");
                 }
             }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                subscribed.send_modify(|n| *n += 1);
+            }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let incoming = Incoming { publish, acker: client.clone() };
+                let incoming = Incoming {
+                    publish,
+                    acker: client.clone(),
+                };
                 if out.send(incoming).await.is_err() {
                     break;
                 }
@@ -215,7 +260,13 @@ mod tests {
 
     #[test]
     fn few_wildcard_filters_cover_many_device_topics() {
-        let topics = ["park/b3/2f/smoke-07", "park/b3/lift-1", "park/b5/leak", "alone", "site/x/status"];
+        let topics = [
+            "park/b3/2f/smoke-07",
+            "park/b3/lift-1",
+            "park/b5/leak",
+            "alone",
+            "site/x/status",
+        ];
         assert_eq!(filters(topics), vec!["alone", "park/#", "site/#"]);
     }
 }

@@ -36,14 +36,19 @@ pub const MAX_PORTS: usize = 256;
 /// Longest text value kept.
 pub const MAX_TEXT: usize = 256;
 
-pub fn decode(profile: &Profile, payload: &[u8], max_bytes: usize) -> Result<Decoded, PayloadError> {
+pub fn decode(
+    profile: &Profile,
+    payload: &[u8],
+    max_bytes: usize,
+) -> Result<Decoded, PayloadError> {
     if payload.len() > max_bytes {
         return Err(PayloadError::TooLarge {
             size: payload.len(),
             max: max_bytes,
         });
     }
-    let root: Json = serde_json::from_slice(payload).map_err(|e| PayloadError::NotJson(e.to_string()))?;
+    let root: Json =
+        serde_json::from_slice(payload).map_err(|e| PayloadError::NotJson(e.to_string()))?;
     let Json::Object(fields) = &root else {
         return Err(PayloadError::NotAnObject);
     };
@@ -62,16 +67,24 @@ pub fn decode(profile: &Profile, payload: &[u8], max_bytes: usize) -> Result<Dec
             continue;
         };
         if elements.len() > MAX_PORTS {
-            out.problems.push(format!("{} has {} elements (at most {MAX_PORTS})", g.pointer, elements.len()));
+            out.problems.push(format!(
+                "{} has {} elements (at most {MAX_PORTS})",
+                g.pointer,
+                elements.len()
+            ));
             continue;
         }
         for (i, element) in elements.iter().enumerate() {
             let number = match &g.number {
                 None => Some(i as u64 + 1),
-                Some(ptr) => element.pointer(ptr).and_then(Json::as_u64).filter(|n| (1..=9999).contains(n)),
+                Some(ptr) => element
+                    .pointer(ptr)
+                    .and_then(Json::as_u64)
+                    .filter(|n| (1..=9999).contains(n)),
             };
             let Some(n) = number else {
-                out.problems.push(format!("element {i} of {} has no port number", g.pointer));
+                out.problems
+                    .push(format!("element {i} of {} has no port number", g.pointer));
                 continue;
             };
             for p in g.points.iter().filter(|p| !p.hidden) {
@@ -118,7 +131,9 @@ fn value_of(spec: &JsonSpec, raw: &Json) -> Result<Value, String> {
     }
     match spec.json {
         JsonType::Number => {
-            let x = raw.as_f64().ok_or_else(|| format!("expected a number, got {}", kind(raw)))?;
+            let x = raw
+                .as_f64()
+                .ok_or_else(|| format!("expected a number, got {}", kind(raw)))?;
             let v = x * spec.scale + spec.offset;
             if v.is_finite() {
                 Ok(Value::Number(v))
@@ -173,14 +188,22 @@ mod tests {
     }
 
     fn values(d: &Decoded) -> Vec<(String, Value)> {
-        d.values.iter().map(|(n, v, _)| (n.to_string(), v.clone())).collect()
+        d.values
+            .iter()
+            .map(|(n, v, _)| (n.to_string(), v.clone()))
+            .collect()
     }
 
     const MAX: usize = 65_536;
 
     #[test]
     fn the_design_payload_of_a_smoke_detector_gives_its_four_points() {
-        let d = decode(&profile("mqtt-smoke-detector"), br#"{"smoke":true,"temperature":24.1,"battery":87,"tamper":false}"#, MAX).unwrap();
+        let d = decode(
+            &profile("mqtt-smoke-detector"),
+            br#"{"smoke":true,"temperature":24.1,"battery":87,"tamper":false}"#,
+            MAX,
+        )
+        .unwrap();
         assert!(d.problems.is_empty(), "{:?}", d.problems);
         assert_eq!(
             values(&d),
@@ -197,11 +220,19 @@ mod tests {
     #[test]
     fn enumerations_are_normalised_and_unknown_states_refused() {
         let lift = profile("mqtt-lift-monitor");
-        let d = decode(&lift, r#"{"status":"困人","floor":5,"moving":false,"door_open":false}"#.as_bytes(), MAX).unwrap();
+        let d = decode(
+            &lift,
+            r#"{"status":"困人","floor":5,"moving":false,"door_open":false}"#.as_bytes(),
+            MAX,
+        )
+        .unwrap();
         assert_eq!(d.values[0].1, Value::Text("trapped".into()));
         let d = decode(&lift, br#"{"status":"flying","floor":5}"#, MAX).unwrap();
         assert_eq!(values(&d), vec![("floor".into(), Value::Number(5.0))]);
-        assert_eq!(d.problems, vec!["status: unknown state \"flying\"".to_string()]);
+        assert_eq!(
+            d.problems,
+            vec!["status: unknown state \"flying\"".to_string()]
+        );
     }
 
     #[test]
@@ -213,7 +244,10 @@ mod tests {
         let v = values(&d);
         assert!(v.contains(&("port1.state".into(), Value::Text("charging".into()))));
         assert!(v.contains(&("port1.temperature".into(), Value::Number(41.5))));
-        assert!(!v.iter().any(|(n, _)| n == "port1.fault"), "null is no reading");
+        assert!(
+            !v.iter().any(|(n, _)| n == "port1.fault"),
+            "null is no reading"
+        );
         assert!(v.contains(&("port7.fault".into(), Value::Text("over_temp".into()))));
         assert!(v.contains(&("port7.state".into(), Value::Text("fault".into()))));
         assert_eq!(v.len(), 1 + 3 + 4);
@@ -221,7 +255,12 @@ mod tests {
 
     #[test]
     fn wrong_types_are_refused_point_by_point() {
-        let d = decode(&profile("mqtt-smoke-detector"), br#"{"smoke":"yes","temperature":"hot","battery":87}"#, MAX).unwrap();
+        let d = decode(
+            &profile("mqtt-smoke-detector"),
+            br#"{"smoke":"yes","temperature":"hot","battery":87}"#,
+            MAX,
+        )
+        .unwrap();
         assert_eq!(values(&d), vec![("battery".into(), Value::Number(87.0))]);
         assert_eq!(d.problems.len(), 2, "{:?}", d.problems);
         assert!(d.problems[0].starts_with("smoke: expected true or false, got text"));
@@ -230,13 +269,25 @@ mod tests {
     #[test]
     fn whole_payloads_that_are_not_json_objects_are_refused() {
         let p = profile("mqtt-water-leak");
-        assert!(matches!(decode(&p, b"leak!", MAX), Err(PayloadError::NotJson(_))));
+        assert!(matches!(
+            decode(&p, b"leak!", MAX),
+            Err(PayloadError::NotJson(_))
+        ));
         assert_eq!(decode(&p, b"[1,2]", MAX), Err(PayloadError::NotAnObject));
-        assert_eq!(decode(&p, &vec![b' '; 70_000], MAX), Err(PayloadError::TooLarge { size: 70_000, max: MAX }));
+        assert_eq!(
+            decode(&p, &vec![b' '; 70_000], MAX),
+            Err(PayloadError::TooLarge {
+                size: 70_000,
+                max: MAX
+            })
+        );
         // A heartbeat says nothing, and nothing is wrong with it.
         assert_eq!(decode(&p, b"{}", MAX), Ok(Decoded::default()));
         // An object of unknown fields is a device on the wrong topic or profile.
-        assert_eq!(decode(&p, br#"{"wet":1}"#, MAX).unwrap().problems, vec!["no field this profile knows".to_string()]);
+        assert_eq!(
+            decode(&p, br#"{"wet":1}"#, MAX).unwrap().problems,
+            vec!["no field this profile knows".to_string()]
+        );
     }
 
     #[test]
@@ -251,7 +302,8 @@ mod tests {
         let leaf = prop_oneof![
             Just(Json::Null),
             any::<bool>().prop_map(Json::Bool),
-            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number)),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number)),
             any::<i64>().prop_map(|i| Json::Number(i.into())),
             "[a-z困人]{0,8}".prop_map(Json::String),
         ];
@@ -259,8 +311,14 @@ mod tests {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..6).prop_map(Json::Array),
                 proptest::collection::btree_map(
-                    prop_oneof![Just("smoke".to_string()), Just("status".to_string()), Just("ports".to_string()),
-                        Just("port".to_string()), Just("temperature".to_string()), "[a-z]{1,6}"],
+                    prop_oneof![
+                        Just("smoke".to_string()),
+                        Just("status".to_string()),
+                        Just("ports".to_string()),
+                        Just("port".to_string()),
+                        Just("temperature".to_string()),
+                        "[a-z]{1,6}"
+                    ],
                     inner,
                     0..6,
                 )

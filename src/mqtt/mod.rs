@@ -68,7 +68,10 @@ impl MqttSource {
         let mut devices = Vec::new();
         let mut routes = HashMap::new();
         for d in loaded.config.devices.iter().filter(|d| d.enabled) {
-            let (Some(profile), Some(topics)) = (loaded.device_profiles.get(&d.id), loaded.mqtt_topics.get(&d.id)) else {
+            let (Some(profile), Some(topics)) = (
+                loaded.device_profiles.get(&d.id),
+                loaded.mqtt_topics.get(&d.id),
+            ) else {
                 continue;
             };
             if profile.protocol != Protocol::Mqtt {
@@ -83,9 +86,16 @@ impl MqttSource {
             devices.push(Device {
                 id: Arc::from(d.id.as_str()),
                 profile: profile.clone(),
-                expire: d.expire_after_s.or(settings.as_ref().and_then(|m| m.expire_after_s)).map(Duration::from_secs),
-                online_payload: settings.as_ref().map_or("online".into(), |m| m.payload_online.clone()),
-                offline_payload: settings.as_ref().map_or("offline".into(), |m| m.payload_offline.clone()),
+                expire: d
+                    .expire_after_s
+                    .or(settings.as_ref().and_then(|m| m.expire_after_s))
+                    .map(Duration::from_secs),
+                online_payload: settings
+                    .as_ref()
+                    .map_or("online".into(), |m| m.payload_online.clone()),
+                offline_payload: settings
+                    .as_ref()
+                    .map_or("offline".into(), |m| m.payload_offline.clone()),
             });
         }
         let filters = client::filters(routes.keys().map(String::as_str));
@@ -103,9 +113,20 @@ impl MqttSource {
         self.devices.len()
     }
 
+    /// Watches the number of times the broker has confirmed the hub's subscriptions.
+    pub fn subscriptions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.settings.subscribed.subscribe()
+    }
+
     /// Takes in messages until `shutdown`.
     pub async fn run(self, hub: Arc<Hub>, shutdown: CancellationToken) {
-        let MqttSource { settings, devices, routes, max_payload, embedded: _keep } = self;
+        let MqttSource {
+            settings,
+            devices,
+            routes,
+            max_payload,
+            embedded: _keep,
+        } = self;
         info!(broker = %settings.broker, devices = devices.len(), "MQTT source started");
         let (tx, mut rx) = mpsc::channel::<Incoming>(4096);
         let client = tokio::spawn(client::run(settings, tx, shutdown.clone()));
@@ -203,7 +224,13 @@ impl State {
                 let readings: Vec<Reading> = decoded
                     .values
                     .into_iter()
-                    .map(|(point, value, unit)| Reading { device: id.clone(), point, ts, value, unit })
+                    .map(|(point, value, unit)| Reading {
+                        device: id.clone(),
+                        point,
+                        ts,
+                        value,
+                        unit,
+                    })
                     .collect();
                 hub.ingest(readings).await;
             }
@@ -223,12 +250,23 @@ impl State {
         if said == d.online_payload {
             self.seen(i, hub);
         } else if said == d.offline_payload {
-            if hub.set_online(&d.id, false, Some("the device (or its last will) says offline".into())) == Some(false) {
+            if hub.set_online(
+                &d.id,
+                false,
+                Some("the device (or its last will) says offline".into()),
+            ) == Some(false)
+            {
                 warn!(device = %d.id, "MQTT device offline: its availability topic says so");
             }
         } else {
             let id = d.id.clone();
-            hub.record_message(&id, Some(format!("availability payload is neither `{}` nor `{}`", d.online_payload, d.offline_payload)));
+            hub.record_message(
+                &id,
+                Some(format!(
+                    "availability payload is neither `{}` nor `{}`",
+                    d.online_payload, d.offline_payload
+                )),
+            );
         }
     }
 
@@ -267,7 +305,11 @@ mod tests {
     /// One smoke detector on `park/smoke-1` (availability on `park/smoke-1/status`), silent
     /// after 120 s, and the hub state it reports to.
     fn setup() -> (State, Arc<Hub>) {
-        let profile = ProfileRegistry::bundled().unwrap().get("mqtt-smoke-detector").unwrap().clone();
+        let profile = ProfileRegistry::bundled()
+            .unwrap()
+            .get("mqtt-smoke-detector")
+            .unwrap()
+            .clone();
         let device = Device {
             id: Arc::from("smoke-1"),
             profile,
@@ -296,11 +338,15 @@ mod tests {
     async fn a_silent_sensor_goes_offline_after_its_expiry_and_back_with_its_next_message() {
         let (mut state, hub) = setup();
         let t0 = tokio::time::Instant::now();
-        state.handle("park/smoke-1", br#"{"smoke":false}"#, &hub).await;
+        state
+            .handle("park/smoke-1", br#"{"smoke":false}"#, &hub)
+            .await;
         assert_eq!(hub.device("smoke-1").unwrap().online, Some(true));
         // Messages keep it alive: 100 s, another message, 100 s more.
         tokio::time::advance(Duration::from_secs(100)).await;
-        state.handle("park/smoke-1", br#"{"smoke":false}"#, &hub).await;
+        state
+            .handle("park/smoke-1", br#"{"smoke":false}"#, &hub)
+            .await;
         tokio::time::advance(Duration::from_secs(100)).await;
         let quiet = tokio::time::timeout(Duration::from_millis(1), state.next_silent()).await;
         assert!(quiet.is_err(), "not yet silent for 120 s");
@@ -311,7 +357,9 @@ mod tests {
         let d = hub.device("smoke-1").unwrap();
         assert_eq!(d.online, Some(false));
         assert_eq!(d.last_error.as_deref(), Some("silent for 120 s"));
-        state.handle("park/smoke-1", br#"{"smoke":false}"#, &hub).await;
+        state
+            .handle("park/smoke-1", br#"{"smoke":false}"#, &hub)
+            .await;
         assert_eq!(hub.device("smoke-1").unwrap().online, Some(true));
     }
 
@@ -341,7 +389,12 @@ mod tests {
     #[tokio::test]
     async fn bad_payloads_are_counted_on_their_device_and_never_become_readings() {
         let (mut state, hub) = setup();
-        for bad in [&b"not json"[..], b"[]", br#"{"smoke":"yes"}"#, &[b'{'; 2000]] {
+        for bad in [
+            &b"not json"[..],
+            b"[]",
+            br#"{"smoke":"yes"}"#,
+            &[b'{'; 2000],
+        ] {
             state.handle("park/smoke-1", bad, &hub).await;
         }
         state.handle("park/elsewhere", b"{}", &hub).await;
@@ -350,8 +403,16 @@ mod tests {
         assert!(d.points.is_empty(), "{:?}", d.points);
         assert_eq!(hub.unrouted_total(), 1);
         // A good one after all that is taken as it is.
-        state.handle("park/smoke-1", br#"{"smoke":true,"battery":50}"#, &hub).await;
-        assert_eq!(hub.latest("smoke-1", "smoke").unwrap().value, Value::Bool(true));
-        assert_eq!(hub.latest("smoke-1", "battery").unwrap().value, Value::Number(50.0));
+        state
+            .handle("park/smoke-1", br#"{"smoke":true,"battery":50}"#, &hub)
+            .await;
+        assert_eq!(
+            hub.latest("smoke-1", "smoke").unwrap().value,
+            Value::Bool(true)
+        );
+        assert_eq!(
+            hub.latest("smoke-1", "battery").unwrap().value,
+            Value::Number(50.0)
+        );
     }
 }

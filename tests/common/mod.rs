@@ -299,3 +299,215 @@ pub fn assert_close(what: &str, got: f64, want: f64) {
     let tol = 1e-6 * want.abs().max(1.0);
     assert!((got - want).abs() <= tol, "{what}: got {got}, want {want}");
 }
+
+/// A free TCP port on loopback (bound and released: another process may take it first, which
+/// the callers' retries absorb).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real mosquitto on a free loopback port, killed on drop.
+pub struct Mosquitto {
+    child: Child,
+    pub port: u16,
+    conf: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// `extra` is appended to the listener's configuration (TLS files, auth).
+    pub fn start(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("user root\npersistence false\nlog_dest stderr\nlog_type error\nlistener {port} 127.0.0.1\n{extra}\n"),
+        )
+        .unwrap();
+        let child = Self::spawn(&conf, port);
+        Self {
+            child,
+            port,
+            conf,
+            _dir: dir,
+        }
+    }
+
+    fn spawn(conf: &Path, port: u16) -> Child {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("mosquitto is needed for the MQTT tests (./scripts/test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts again on the same port (with no memory of sessions: persistence is off).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(&self.conf, self.port);
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A device publishing over MQTT (rumqttc), its event loop driven in the background.
+pub struct MqttDevice {
+    pub client: rumqttc::AsyncClient,
+    acks: tokio::sync::mpsc::UnboundedReceiver<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MqttDevice {
+    /// Connects; `Err` with the reason when the broker refuses.
+    pub async fn connect(
+        port: u16,
+        id: &str,
+        login: Option<(&str, &str)>,
+        will: Option<(&str, &str)>,
+    ) -> Result<Self, String> {
+        use rumqttc::{Event, MqttOptions, Packet};
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5));
+        if let Some((u, p)) = login {
+            o.set_credentials(u, p);
+        }
+        if let Some((topic, payload)) = will {
+            o.set_last_will(rumqttc::LastWill::new(
+                topic,
+                payload,
+                rumqttc::QoS::AtLeastOnce,
+                true,
+            ));
+        }
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(o, 1024);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), String>>();
+        let (ack_tx, acks) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(Ok(()));
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        let _ = ack_tx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(Err(e.to_string()));
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+        match tokio::time::timeout(Duration::from_secs(10), ready_rx).await {
+            Ok(Ok(Ok(()))) => Ok(Self { client, acks, task }),
+            Ok(Ok(Err(e))) => Err(e),
+            _ => Err("no answer from the broker".into()),
+        }
+    }
+
+    /// Publishes with QoS 1 and waits for the broker's acknowledgement.
+    pub async fn publish(&mut self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.into())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.acks.recv())
+            .await
+            .expect("the broker acknowledged the publish")
+            .expect("the device is still connected");
+    }
+
+    /// Vanishes without a goodbye (power cut): the broker publishes its last will.
+    pub fn vanish(self) {
+        self.task.abort();
+    }
+}
+
+/// The MQTT side of a hub for a config text, running until dropped.
+pub struct MqttHub {
+    pub hub: Arc<Hub>,
+    pub loaded: Loaded,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl MqttHub {
+    pub async fn start(text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = load(text, dir.path());
+        Self::start_loaded(loaded, dir).await
+    }
+
+    pub async fn start_loaded(loaded: Loaded, dir: tempfile::TempDir) -> Self {
+        let hub = hub_for(&loaded);
+        let source = parkhub::mqtt::MqttSource::start(&loaded)
+            .await
+            .expect("MQTT source starts")
+            .expect("config has [mqtt]");
+        let mut subscribed = source.subscriptions();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(source.run(hub.clone(), stop.clone()));
+        // Messages published before the hub has subscribed would be lost: wait for it.
+        tokio::time::timeout(Duration::from_secs(15), subscribed.wait_for(|n| *n > 0))
+            .await
+            .expect("the hub subscribed in time")
+            .expect("the MQTT client runs");
+        Self {
+            hub,
+            loaded,
+            stop,
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    /// Stops the source (a clean disconnect) and waits for it.
+    pub async fn stop(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+}
+
+impl Drop for MqttHub {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
