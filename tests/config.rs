@@ -458,3 +458,241 @@ unit = "V"
         0x0100
     );
 }
+
+#[test]
+fn mqtt_devices_take_their_topic_from_the_config_or_the_profile_template() {
+    let text = r#"
+[hub]
+id = "h"
+[mqtt]
+broker = "embedded"
+[[device]]
+id = "smoke-b3-2f-07"
+profile = "mqtt-smoke-detector"
+topic = "park/b3/2f/smoke-07"
+[[device]]
+id = "lift-1"
+profile = "mqtt-lift-monitor"
+availability_topic = "park/lift-1/lwt"
+"#;
+    let loaded = load_str("t.toml", text, Path::new("/"), &|_| None).unwrap();
+    let smoke = &loaded.mqtt_topics["smoke-b3-2f-07"];
+    assert_eq!(smoke.data, "park/b3/2f/smoke-07");
+    assert_eq!(
+        smoke.availability.as_deref(),
+        Some("park/b3/2f/smoke-07/status")
+    );
+    let lift = &loaded.mqtt_topics["lift-1"];
+    assert_eq!(lift.data, "parkhub/lift/lift-1");
+    assert_eq!(lift.availability.as_deref(), Some("park/lift-1/lwt"));
+}
+
+#[test]
+fn mqtt_device_mistakes_are_reported_with_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("acme-door.toml"),
+        "id = \"acme-door\"\nvendor = \"Acme\"\nmodel = \"D1\"\ncategory = \"security\"\nprotocol = \"mqtt\"\n\
+         [mqtt]\ntopic = \"park/{building}/{id}\"\n[[point]]\nname = \"open\"\npointer = \"/open\"\ntype = \"bool\"\n",
+    )
+    .unwrap();
+    let text = format!(
+        r#"
+[hub]
+id = "h"
+profiles_dir = "{}"
+[[device]]
+id = "door-1"
+profile = "acme-door"
+[[device]]
+id = "smoke-1"
+profile = "mqtt-smoke-detector"
+topic = "park/+/smoke"
+bus = "meters"
+expire_after_s = 0
+[[device]]
+id = "smoke-2"
+profile = "mqtt-smoke-detector"
+topic = "park/shared"
+[[device]]
+id = "smoke-3"
+profile = "mqtt-smoke-detector"
+topic = "park/shared"
+"#,
+        dir.path().display()
+    );
+    let errs = load_str("t.toml", &text, Path::new("/"), &|_| None)
+        .unwrap_err()
+        .0;
+    expect(
+        &errs,
+        "t.toml",
+        7,
+        "device[0].profile",
+        "add an [mqtt] section",
+    );
+    expect(
+        &errs,
+        "t.toml",
+        7,
+        "device[0].profile",
+        "needs `building`, which this device does not have",
+    );
+    expect(&errs, "t.toml", 11, "device[1].topic", "has a wildcard");
+    expect(
+        &errs,
+        "t.toml",
+        12,
+        "device[1].bus",
+        "does not apply to MQTT device",
+    );
+    expect(
+        &errs,
+        "t.toml",
+        13,
+        "device[1].expire_after_s",
+        "between 1 and 604800",
+    );
+    expect(
+        &errs,
+        "t.toml",
+        21,
+        "device[3].topic",
+        "already device `smoke-2`'s",
+    );
+}
+
+#[test]
+fn the_mqtt_profiles_carry_the_points_and_default_alarms_of_their_kind() {
+    let reg = ProfileRegistry::bundled().unwrap();
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        (
+            "mqtt-smoke-detector",
+            &["smoke", "temperature", "battery", "tamper"],
+            &["smoke", "offline"],
+        ),
+        (
+            "mqtt-fire-panel",
+            &["event", "zone"],
+            &["fire", "fault", "offline"],
+        ),
+        ("mqtt-door-contact", &["open", "forced"], &["forced"]),
+        (
+            "mqtt-lift-monitor",
+            &["status", "floor", "moving", "door_open"],
+            &["trapped", "fault"],
+        ),
+        ("mqtt-water-leak", &["leak"], &["leak"]),
+        (
+            "mqtt-env-sensor",
+            &["temperature", "humidity", "pm25", "noise_db"],
+            &["pm25_high"],
+        ),
+        (
+            "mqtt-ebike-station",
+            &["smoke"],
+            &["smoke", "port_overheat", "port_fault"],
+        ),
+    ];
+    for (id, points, alarms) in cases {
+        let p = reg.get(id).unwrap_or_else(|| panic!("{id} is bundled"));
+        assert_eq!(p.protocol, parkhub::profile::Protocol::Mqtt);
+        for name in *points {
+            assert!(
+                p.point(name).and_then(|pt| pt.json()).is_some(),
+                "{id}.{name}"
+            );
+        }
+        for a in *alarms {
+            assert!(p.alarms.iter().any(|x| x.id == *a), "{id} alarm {a}");
+        }
+        assert!(
+            p.mqtt.as_ref().and_then(|m| m.expire_after_s).is_some(),
+            "{id} expires"
+        );
+    }
+    let station = reg.get("mqtt-ebike-station").unwrap();
+    let ports: Vec<&str> = station.ports[0].points.iter().map(|p| &*p.name).collect();
+    assert_eq!(ports, vec!["state", "power_w", "temperature", "fault"]);
+    // Fire first: smoke and over-temperature at a charging station are fire alarms, latched.
+    for a in ["smoke", "port_overheat"] {
+        let alarm = station.alarms.iter().find(|x| x.id == a).unwrap();
+        assert_eq!(
+            (
+                alarm.category.as_str(),
+                alarm.severity.as_str(),
+                alarm.latched
+            ),
+            ("fire", "critical", true)
+        );
+    }
+}
+
+#[test]
+fn a_broken_mqtt_profile_names_each_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("acme-lift.toml"),
+        r#"id = "acme-lift"
+vendor = "Acme"
+model = "L"
+category = "lift"
+protocol = "mqtt"
+[[point]]
+name = "status"
+pointer = "/status"
+values = { ok = "normal", stuck = "trapped" }
+[[point]]
+name = "floor"
+pointer = "floor"
+register = 3
+[[point]]
+name = "speed"
+type = "number"
+[[alarm]]
+id = "trapped"
+point = "status"
+equals = "stuck-in-lift"
+severity = "critical"
+category = "lift"
+message = "困人"
+[[alarm]]
+id = "twice"
+point = "floor"
+above = 10
+below = 1
+severity = "urgent"
+category = "lift"
+message = "x"
+[[alarm]]
+id = "ghost"
+point = "ghost_speed"
+above = 3
+severity = "major"
+category = "lift"
+message = "超速"
+"#,
+    )
+    .unwrap();
+    let mut reg = ProfileRegistry::bundled().unwrap();
+    let errs = reg.load_dir(dir.path());
+    let f = "acme-lift.toml";
+    expect(&errs, f, 12, "point[1].pointer", "not a JSON pointer");
+    expect(&errs, f, 13, "point[1].register", "for Modbus points");
+    expect(&errs, f, 14, "point[2].pointer", "needs a `pointer`");
+    expect(
+        &errs,
+        f,
+        20,
+        "alarm[0].equals",
+        "not a value point `status` takes",
+    );
+    expect(&errs, f, 25, "alarm[1].id", "one condition");
+    expect(&errs, f, 29, "alarm[1].severity", "`urgent` is not one of");
+    expect(&errs, f, 34, "alarm[2].point", "no point `ghost_speed`");
+    // An alarm on a point that is broken is not also reported as having no point.
+    assert!(
+        !errs.iter().any(|d| d.message.contains("no point `floor`")),
+        "{errs:?}"
+    );
+}

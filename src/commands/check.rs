@@ -76,6 +76,32 @@ pub fn summary(l: &Loaded) -> String {
             );
         }
     }
+    if let Some(m) = &c.mqtt {
+        let devices: Vec<_> = c
+            .devices
+            .iter()
+            .filter(|d| d.enabled && l.mqtt_topics.contains_key(&d.id))
+            .collect();
+        out += &format!(
+            "mqtt ({}): {} device{}\n",
+            crate::mqtt::describe(m),
+            devices.len(),
+            if devices.len() == 1 { "" } else { "s" }
+        );
+        for d in devices {
+            let t = &l.mqtt_topics[&d.id];
+            out += &format!(
+                "  {} [{}] on {}{}\n",
+                d.id,
+                d.profile,
+                t.data,
+                t.availability
+                    .as_ref()
+                    .map(|a| format!(" (availability {a})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
     let counts = [
         ("department", c.departments.len()),
         ("channel", c.channels.len()),
@@ -86,9 +112,6 @@ pub fn summary(l: &Loaded) -> String {
         .filter(|(_, n)| *n > 0)
         .map(|(k, n)| format!("{n} {k}{}", if *n == 1 { "" } else { "s" }))
         .collect();
-    if c.mqtt.is_some() {
-        rest.push("mqtt".into());
-    }
     if c.uplink.is_some() {
         rest.push("uplink".into());
     }

@@ -366,6 +366,16 @@ pub fn parse_profile(doc: &Document<'_>) -> Result<Profile, Vec<Diagnostic>> {
     } else {
         None
     };
+    // Points written down, built or not: an alarm on a broken point is not also "no point".
+    let declared: HashSet<String> = file
+        .point
+        .iter()
+        .map(|p| p.name.clone())
+        .chain(file.ports.iter().flat_map(|g| {
+            let prefix = g.prefix.clone().unwrap_or_else(|| "port".into());
+            g.point.iter().map(move |p| format!("{prefix}*.{}", p.name))
+        }))
+        .collect();
     let mut alarms = Vec::new();
     let mut alarm_ids = HashSet::new();
     for (i, a) in file.alarm.iter().enumerate() {
@@ -376,7 +386,7 @@ pub fn parse_profile(doc: &Document<'_>) -> Result<Profile, Vec<Diagnostic>> {
                 format!("alarm `{}` is defined twice", a.id),
             ));
         }
-        match build_alarm(a, &points, &ports) {
+        match build_alarm(a, &points, &ports, &declared) {
             Ok(spec) => alarms.push(spec),
             Err(errs) => {
                 for (field, msg) in errs {
@@ -492,6 +502,7 @@ fn build_alarm(
     a: &AlarmFile,
     points: &[Point],
     ports: &[PortGroup],
+    declared: &HashSet<String>,
 ) -> Result<AlarmSpec, Vec<FieldError>> {
     let mut errs: Vec<FieldError> = Vec::new();
     if !valid_point_name(&a.id) {
@@ -576,7 +587,7 @@ fn build_alarm(
                     .find_map(|g| g.points.iter().find(|p| &*p.name == inner)),
                 None => points.iter().find(|p| &*p.name == name.as_str()),
             };
-            if found.is_none() {
+            if found.is_none() && !declared.contains(name) {
                 errs.push(("point", format!("no point `{name}` in this profile")));
             }
             found
