@@ -403,6 +403,10 @@ fn the_demo_runs_without_set_up_and_reads_every_meter() {
         "wm-main",
         "wm-b3",
         "wm-b5",
+        "smoke-b3-2f-07",
+        "lift-b3-1",
+        "ebike-b5",
+        "fire-panel",
     ] {
         let line = stdout
             .lines()

@@ -16,7 +16,9 @@ use crate::cli::DemoArgs;
 use crate::config::{self, Loaded};
 use crate::hub::{DeviceState, Hub};
 use crate::modbus::sim::{Behaviour, Simulator};
+use crate::mqtt::sim::{self as sensors, Sensor, SensorKind};
 use crate::profile::ProfileRegistry;
+use crate::reading::Value;
 use crate::text::pad;
 
 const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
@@ -67,11 +69,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     tokio::spawn(script_faults(rtu_sim.clone(), shutdown.clone()));
 
-    let loaded = demo_config(&data_dir, tcp_port, rtu_port)?;
+    let mqtt_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let loaded = demo_config(&data_dir, tcp_port, rtu_port, mqtt_port)?;
     let config_path = data_dir.join("parkhub.toml");
     std::fs::write(&config_path, &loaded.1)
         .with_context(|| format!("writing {}", config_path.display()))?;
     let mut app = App::start(&loaded.0).await?;
+    // The simulated sensors: one MQTT connection each, to the hub's embedded broker.
+    for d in &loaded.0.config.devices {
+        let (Some(kind), Some(topics)) = (
+            SensorKind::of_profile(&d.profile),
+            loaded.0.mqtt_topics.get(&d.id),
+        ) else {
+            continue;
+        };
+        let sensor = Sensor {
+            id: d.id.clone(),
+            kind,
+            topic: topics.data.clone(),
+            availability: topics.availability.clone(),
+        };
+        tokio::spawn(sensors::run(sensor, mqtt_port, None, shutdown.clone()));
+    }
     let mut out = std::io::stdout();
 
     // The hints name this very binary: `cargo run` does not put `parkhub` on the PATH.
@@ -82,11 +103,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "parkhub demo — 示范小微园 (a simulated park)\n\
          \x20 electricity meters  Modbus TCP      127.0.0.1:{tcp_port}  (units 1-5)\n\
          \x20 water meters        RTU over TCP    127.0.0.1:{rtu_port}  (units 1-3; unit 3 fails for half of every minute)\n\
+         \x20 sensors             MQTT            127.0.0.1:{mqtt_port}  (smoke, fire panel, door, lift, leak, environment, e-bike station)\n\
          \x20 history             {}\n\
          \x20 config              {}\n\
          \x20 try, from another terminal while it runs:\n\
          \x20   {exe} probe --profile chint-dtsu666 --tcp 127.0.0.1:{tcp_port} --unit 1\n\
          \x20   {exe} history --config {} --device em-b3-main --point power_total --csv\n\
+         \x20   mosquitto_sub -p {mqtt_port} -t 'park/#' -v\n\
          \x20 Ctrl-C stops{}.\n",
         app.db_path.display(),
         config_path.display(),
@@ -128,7 +151,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The demo config with its ports and directory filled in, and its text.
-fn demo_config(data_dir: &std::path::Path, tcp: u16, rtu: u16) -> anyhow::Result<(Loaded, String)> {
+fn demo_config(
+    data_dir: &std::path::Path,
+    tcp: u16,
+    rtu: u16,
+    mqtt: u16,
+) -> anyhow::Result<(Loaded, String)> {
     // The placeholders stand in string values only, so a plain replacement is exact.
     let text = DEMO_CONFIG
         .replace(
@@ -136,7 +164,8 @@ fn demo_config(data_dir: &std::path::Path, tcp: u16, rtu: u16) -> anyhow::Result
             &data_dir.display().to_string().replace('\\', "\\\\"),
         )
         .replace("${PARKHUB_DEMO_TCP_PORT}", &tcp.to_string())
-        .replace("${PARKHUB_DEMO_RTU_PORT}", &rtu.to_string());
+        .replace("${PARKHUB_DEMO_RTU_PORT}", &rtu.to_string())
+        .replace("${PARKHUB_DEMO_MQTT_PORT}", &mqtt.to_string());
     let loaded = config::load_str("config/demo.toml", &text, &PathBuf::from("."), &|_| None)
         .map_err(|d| anyhow::anyhow!("the demo config does not check:\n{d}"))?;
     Ok((loaded, text))
@@ -162,26 +191,27 @@ fn print_table(out: &mut impl Write, hub: &Hub) -> std::io::Result<()> {
     let now = chrono::Local::now().format("%H:%M:%S");
     writeln!(
         out,
-        "{now}  {:<13} {} {:<8} {:>6} {:>6}  readings",
-        "device",
-        pad("name", 12),
+        "{now}  {} {} {:<8} {:>6} {:>5}  readings",
+        pad("device", 15),
+        pad("name", 18),
         "status",
-        "req",
+        "msgs",
         "err"
     )?;
     for d in hub.devices() {
         writeln!(
             out,
-            "          {:<13} {} {:<8} {:>6} {:>6}  {}",
-            d.info.id,
-            pad(&d.info.name, 12),
+            "          {} {} {:<8} {:>6} {:>5}  {}",
+            pad(&d.info.id, 15),
+            pad(&d.info.name, 18),
             match d.online {
                 Some(true) => "online",
                 Some(false) => "OFFLINE",
                 None => "…",
             },
-            d.stats.requests,
-            d.stats.errors,
+            // Requests of a polled meter, messages of a sensor.
+            d.stats.requests + d.stats.messages,
+            d.stats.errors + d.stats.rejected,
             headline(&d)
         )?;
     }
@@ -193,7 +223,7 @@ fn print_table(out: &mut impl Write, hub: &Hub) -> std::io::Result<()> {
     writeln!(out)
 }
 
-/// The few values that tell a meter's story at a glance.
+/// The few values that tell a device's story at a glance.
 fn headline(d: &DeviceState) -> String {
     const KEYS: &[&str] = &[
         "power_total",
@@ -202,14 +232,28 @@ fn headline(d: &DeviceState) -> String {
         "voltage",
         "flow_rate",
         "volume_total",
+        "smoke",
+        "temperature",
+        "event",
+        "status",
+        "floor",
+        "open",
+        "forced",
+        "leak",
+        "pm25",
+        "noise_db",
+        "port2.state",
+        "port2.temperature",
     ];
-    let parts: Vec<String> = KEYS
-        .iter()
+    if d.online == Some(false) {
+        return d.last_error.clone().unwrap_or_default();
+    }
+    KEYS.iter()
         .filter_map(|k| {
             let l = d.points.get(*k)?;
-            let v = match l.value.as_f64() {
-                Some(x) => format!("{:.2}", x),
-                None => l.value.to_string(),
+            let v = match &l.value {
+                Value::Number(x) => format!("{x:.2}"),
+                other => other.to_string(),
             };
             Some(
                 format!("{k} {v} {}", l.unit.as_deref().unwrap_or(""))
@@ -217,9 +261,6 @@ fn headline(d: &DeviceState) -> String {
                     .to_string(),
             )
         })
-        .collect();
-    if d.online == Some(false) {
-        return d.last_error.clone().unwrap_or_default();
-    }
-    parts.join(" · ")
+        .collect::<Vec<_>>()
+        .join(" · ")
 }

@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod client;
 pub mod decode;
+pub mod sim;
 
 use std::collections::HashMap;
 use std::future::poll_fn;
