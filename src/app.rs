@@ -17,7 +17,9 @@ use crate::mqtt::MqttSource;
 use crate::store::{self, SeriesDef, WriterHandle, WriterOptions};
 
 /// Batches of readings waiting for the writer; beyond this the sources wait (back-pressure).
-const STORE_QUEUE: usize = 1024;
+/// A batch is one poll of a meter or up to 512 MQTT messages (about 200 KB): 32 of them are
+/// ample slack for a commit, and bound the memory a slow disk can make the hub hold.
+const STORE_QUEUE: usize = 32;
 
 pub struct App {
     pub hub: Arc<Hub>,

@@ -194,13 +194,20 @@ impl Hub {
         changed
     }
 
-    /// Records one MQTT message of a device; `problem` says what was wrong with it, if anything.
-    pub fn record_message(&self, device: &str, problem: Option<String>) {
+    /// Records MQTT messages of a device: how many, how many were (partly) refused, and the
+    /// last problem.
+    pub fn record_messages(
+        &self,
+        device: &str,
+        messages: u64,
+        rejected: u64,
+        problem: Option<String>,
+    ) {
         self.with_device(device, |d| {
-            d.stats.messages += 1;
-            if let Some(p) = problem {
-                d.stats.rejected += 1;
-                d.last_error = Some(p);
+            d.stats.messages += messages;
+            d.stats.rejected += rejected;
+            if problem.is_some() {
+                d.last_error = problem;
             }
         });
     }

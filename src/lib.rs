@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod hub;
+pub mod memory;
 pub mod modbus;
 pub mod mqtt;
 pub mod profile;

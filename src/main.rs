@@ -7,6 +7,7 @@ use parkhub::commands;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    parkhub::memory::limit_malloc_arenas();
     let cli = Cli::parse();
     // The demo talks to its user on stdout; only warnings interrupt it. rumqttd logs every
     // client that comes and goes, at error level when one leaves abruptly: that is noise a

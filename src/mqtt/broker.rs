@@ -140,10 +140,11 @@ pub async fn start(cfg: &MqttConfig) -> anyhow::Result<EmbeddedBroker> {
         router: rumqttd::RouterConfig {
             max_connections: 10_010,
             max_outgoing_packet_count: 200,
-            // Messages wait here for slow subscribers (and for the hub while it reconnects):
-            // 8 segments of 1 MiB bound that memory.
-            max_segment_size: 1 << 20,
-            max_segment_count: 8,
+            // Messages wait here for the hub when it falls behind. rumqttd drops the oldest
+            // segment when they are all full (it has no back-pressure): 16 × 256 KiB is half a
+            // second of 50 000 messages/s, within the hub's memory budget.
+            max_segment_size: 256 << 10,
+            max_segment_count: 16,
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),

@@ -129,16 +129,30 @@ impl MqttSource {
             embedded: _keep,
         } = self;
         info!(broker = %settings.broker, devices = devices.len(), "MQTT source started");
-        let (tx, mut rx) = mpsc::channel::<Incoming>(4096);
+        // Two batches of slack between the client and the hub: more would only hold memory.
+        let (tx, mut rx) = mpsc::channel::<Incoming>(2 * MAX_BATCH);
         let client = tokio::spawn(client::run(settings, tx, shutdown.clone()));
         let mut state = State::new(devices, routes, max_payload);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 msg = rx.recv() => match msg {
-                    Some(msg) => {
-                        state.handle(&msg.publish.topic, &msg.publish.payload, &hub).await;
-                        msg.ack().await;
+                    Some(first) => {
+                        // Whatever else has arrived goes into the same batch: one hand-over to
+                        // history and one update of the live state per batch, not per message.
+                        let mut batch = Batch::default();
+                        state.handle(&first.publish.topic, &first.publish.payload, &hub, &mut batch);
+                        let mut taken = vec![first];
+                        while taken.len() < MAX_BATCH {
+                            let Ok(next) = rx.try_recv() else { break };
+                            state.handle(&next.publish.topic, &next.publish.payload, &hub, &mut batch);
+                            taken.push(next);
+                        }
+                        state.commit(batch, &hub).await;
+                        // Acknowledged only once the hub has them.
+                        for msg in &taken {
+                            msg.ack().await;
+                        }
                     }
                     None => break,
                 },
@@ -150,8 +164,21 @@ impl MqttSource {
     }
 }
 
+/// Messages taken in one go.
+const MAX_BATCH: usize = 512;
+
+/// What a batch of messages did, before it is handed over.
+#[derive(Default)]
+struct Batch {
+    readings: Vec<Reading>,
+    /// Per device index: messages, refused ones, and the last problem.
+    counts: HashMap<usize, (u64, u64, Option<String>)>,
+}
+
 struct State {
     devices: Vec<Device>,
+    /// Each device's online state as last told to the hub: the hub is told only of changes.
+    online: Vec<bool>,
     routes: HashMap<String, Route>,
     max_payload: usize,
     expiry: DelayQueue<usize>,
@@ -169,6 +196,7 @@ impl State {
             .map(|(i, d)| d.expire.map(|e| expiry.insert(i, e)))
             .collect();
         Self {
+            online: vec![false; devices.len()],
             devices,
             routes,
             max_payload,
@@ -187,6 +215,7 @@ impl State {
     }
 
     fn silent(&mut self, i: usize, hub: &Hub) {
+        self.online[i] = false;
         let d = &self.devices[i];
         let secs = d.expire.map_or(0, |e| e.as_secs());
         if hub.set_online(&d.id, false, Some(format!("silent for {secs} s"))) == Some(false) {
@@ -194,9 +223,9 @@ impl State {
         }
     }
 
-    async fn handle(&mut self, topic: &str, payload: &[u8], hub: &Hub) {
+    fn handle(&mut self, topic: &str, payload: &[u8], hub: &Hub, batch: &mut Batch) {
         match self.routes.get(topic).copied() {
-            Some(Route::Data(i)) => self.data(i, payload, hub).await,
+            Some(Route::Data(i)) => self.data(i, payload, hub, batch),
             Some(Route::Availability(i)) => self.availability(i, payload, hub),
             None => {
                 hub.record_unrouted();
@@ -208,38 +237,52 @@ impl State {
         }
     }
 
-    async fn data(&mut self, i: usize, payload: &[u8], hub: &Hub) {
+    /// Hands a batch's readings to the hub and its counts to the devices' statistics.
+    async fn commit(&mut self, batch: Batch, hub: &Hub) {
+        for (i, (messages, rejected, problem)) in batch.counts {
+            hub.record_messages(&self.devices[i].id, messages, rejected, problem);
+        }
+        hub.ingest(batch.readings).await;
+    }
+
+    fn data(&mut self, i: usize, payload: &[u8], hub: &Hub, batch: &mut Batch) {
         let d = &self.devices[i];
         let id = d.id.clone();
+        let count = batch.counts.entry(i).or_default();
+        count.0 += 1;
         match decode::decode(&d.profile, payload, self.max_payload) {
             Ok(decoded) => {
-                let problem = (!decoded.problems.is_empty()).then(|| decoded.problems.join("; "));
-                hub.record_message(&id, problem.clone());
-                if let Some(p) = problem {
+                if !decoded.problems.is_empty() {
+                    let p = decoded.problems.join("; ");
                     if let Some(held) = self.log.allow(id.clone()) {
                         warn!(device = %id, held_back = held, "MQTT payload partly refused: {p}");
                     }
+                    count.1 += 1;
+                    count.2 = Some(p);
                 }
-                self.seen(i, hub);
                 let ts = Utc::now();
-                let readings: Vec<Reading> = decoded
-                    .values
-                    .into_iter()
-                    .map(|(point, value, unit)| Reading {
-                        device: id.clone(),
-                        point,
-                        ts,
-                        value,
-                        unit,
-                    })
-                    .collect();
-                hub.ingest(readings).await;
+                batch
+                    .readings
+                    .extend(
+                        decoded
+                            .values
+                            .into_iter()
+                            .map(|(point, value, unit)| Reading {
+                                device: id.clone(),
+                                point,
+                                ts,
+                                value,
+                                unit,
+                            }),
+                    );
+                self.seen(i, hub);
             }
             Err(e) => {
-                hub.record_message(&id, Some(e.to_string()));
                 if let Some(held) = self.log.allow(id.clone()) {
                     warn!(device = %id, held_back = held, "MQTT payload refused: {e}");
                 }
+                count.1 += 1;
+                count.2 = Some(e.to_string());
             }
         }
     }
@@ -251,6 +294,7 @@ impl State {
         if said == d.online_payload {
             self.seen(i, hub);
         } else if said == d.offline_payload {
+            self.online[i] = false;
             if hub.set_online(
                 &d.id,
                 false,
@@ -260,22 +304,22 @@ impl State {
                 warn!(device = %d.id, "MQTT device offline: its availability topic says so");
             }
         } else {
-            let id = d.id.clone();
-            hub.record_message(
-                &id,
-                Some(format!(
-                    "availability payload is neither `{}` nor `{}`",
-                    d.online_payload, d.offline_payload
-                )),
+            let problem = format!(
+                "availability payload is neither `{}` nor `{}`",
+                d.online_payload, d.offline_payload
             );
+            hub.record_messages(&d.id, 1, 1, Some(problem));
         }
     }
 
     /// The device is there: online, and its silence timer starts again.
     fn seen(&mut self, i: usize, hub: &Hub) {
         let d = &self.devices[i];
-        if hub.set_online(&d.id, true, None) == Some(true) {
-            info!(device = %d.id, "MQTT device online");
+        if !self.online[i] {
+            self.online[i] = true;
+            if hub.set_online(&d.id, true, None) == Some(true) {
+                info!(device = %d.id, "MQTT device online");
+            }
         }
         if let Some(expire) = d.expire {
             match self.keys[i] {
@@ -302,6 +346,12 @@ mod tests {
     use crate::hub::DeviceInfo;
     use crate::profile::ProfileRegistry;
     use crate::reading::Value;
+
+    async fn feed(state: &mut State, topic: &str, payload: &[u8], hub: &Hub) {
+        let mut batch = Batch::default();
+        state.handle(topic, payload, hub, &mut batch);
+        state.commit(batch, hub).await;
+    }
 
     /// One smoke detector on `park/smoke-1` (availability on `park/smoke-1/status`), silent
     /// after 120 s, and the hub state it reports to.
@@ -339,15 +389,11 @@ mod tests {
     async fn a_silent_sensor_goes_offline_after_its_expiry_and_back_with_its_next_message() {
         let (mut state, hub) = setup();
         let t0 = tokio::time::Instant::now();
-        state
-            .handle("park/smoke-1", br#"{"smoke":false}"#, &hub)
-            .await;
+        feed(&mut state, "park/smoke-1", br#"{"smoke":false}"#, &hub).await;
         assert_eq!(hub.device("smoke-1").unwrap().online, Some(true));
         // Messages keep it alive: 100 s, another message, 100 s more.
         tokio::time::advance(Duration::from_secs(100)).await;
-        state
-            .handle("park/smoke-1", br#"{"smoke":false}"#, &hub)
-            .await;
+        feed(&mut state, "park/smoke-1", br#"{"smoke":false}"#, &hub).await;
         tokio::time::advance(Duration::from_secs(100)).await;
         let quiet = tokio::time::timeout(Duration::from_millis(1), state.next_silent()).await;
         assert!(quiet.is_err(), "not yet silent for 120 s");
@@ -358,9 +404,7 @@ mod tests {
         let d = hub.device("smoke-1").unwrap();
         assert_eq!(d.online, Some(false));
         assert_eq!(d.last_error.as_deref(), Some("silent for 120 s"));
-        state
-            .handle("park/smoke-1", br#"{"smoke":false}"#, &hub)
-            .await;
+        feed(&mut state, "park/smoke-1", br#"{"smoke":false}"#, &hub).await;
         assert_eq!(hub.device("smoke-1").unwrap().online, Some(true));
     }
 
@@ -377,11 +421,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_last_will_and_availability_topic_are_honoured() {
         let (mut state, hub) = setup();
-        state.handle("park/smoke-1/status", b"online", &hub).await;
+        feed(&mut state, "park/smoke-1/status", b"online", &hub).await;
         assert_eq!(hub.device("smoke-1").unwrap().online, Some(true));
-        state.handle("park/smoke-1/status", b"offline", &hub).await;
+        feed(&mut state, "park/smoke-1/status", b"offline", &hub).await;
         assert_eq!(hub.device("smoke-1").unwrap().online, Some(false));
-        state.handle("park/smoke-1/status", b"maybe", &hub).await;
+        feed(&mut state, "park/smoke-1/status", b"maybe", &hub).await;
         let d = hub.device("smoke-1").unwrap();
         assert_eq!(d.online, Some(false));
         assert_eq!(d.stats.rejected, 1);
@@ -396,17 +440,21 @@ mod tests {
             br#"{"smoke":"yes"}"#,
             &[b'{'; 2000],
         ] {
-            state.handle("park/smoke-1", bad, &hub).await;
+            feed(&mut state, "park/smoke-1", bad, &hub).await;
         }
-        state.handle("park/elsewhere", b"{}", &hub).await;
+        feed(&mut state, "park/elsewhere", b"{}", &hub).await;
         let d = hub.device("smoke-1").unwrap();
         assert_eq!((d.stats.messages, d.stats.rejected), (4, 4));
         assert!(d.points.is_empty(), "{:?}", d.points);
         assert_eq!(hub.unrouted_total(), 1);
         // A good one after all that is taken as it is.
-        state
-            .handle("park/smoke-1", br#"{"smoke":true,"battery":50}"#, &hub)
-            .await;
+        feed(
+            &mut state,
+            "park/smoke-1",
+            br#"{"smoke":true,"battery":50}"#,
+            &hub,
+        )
+        .await;
         assert_eq!(
             hub.latest("smoke-1", "smoke").unwrap().value,
             Value::Bool(true)

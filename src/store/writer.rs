@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
-use super::key::{self, chunk_of, chunk_start, pack, series_range, MAX_SERIES};
+use super::key::{self, chunk_of, chunk_start, pack, MAX_SERIES};
 use super::rollup::{day_start, hour_start, next_day_start, Agg, CounterState};
 use super::summaries;
 use super::{migrate, PERIOD_5M, PERIOD_DAY, PERIOD_HOUR};
@@ -53,7 +53,7 @@ impl WriterOptions {
             tz,
             retention,
             series,
-            max_batch: 50_000,
+            max_batch: 10_000,
             linger: Duration::from_secs(1),
             maintain_every: Duration::from_secs(10),
             clock: Arc::new(|| chrono::Utc::now().timestamp()),
@@ -169,6 +169,17 @@ impl Writer {
             error_logged: false,
         };
         w.register_series().context("registering series")?;
+        // The move sorts by key inside SQLite: it needs our packing.
+        let flags = rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC
+            | rusqlite::functions::FunctionFlags::SQLITE_UTF8;
+        w.conn
+            .create_scalar_function("parkhub_key", 2, flags, |ctx| {
+                Ok(pack(ctx.get(0)?, ctx.get(1)?))
+            })
+            .context("registering the key function")?;
+        w.conn
+            .create_scalar_function("parkhub_chunk", 1, flags, |ctx| Ok(chunk_of(ctx.get(0)?)))
+            .context("registering the chunk function")?;
         for (series, bucket, state) in
             summaries::counter_states(&w.conn).context("reading counter states")?
         {
@@ -397,45 +408,63 @@ impl Writer {
         Ok(())
     }
 
+    /// Moves the arrival table's closed chunks into `sample` and rolls them up. SQLite sorts
+    /// the rows into key order itself (spilling to disk if it must), so a chunk of millions of
+    /// readings never has to fit in memory; each moved chunk is then summarised from what is
+    /// stored for it, series by series, which also takes in readings that arrived late.
     fn move_closed(&mut self, now: i64) -> anyhow::Result<usize> {
         let boundary = chunk_start(chunk_of(now - GRACE_S));
         let tx = self.conn.unchecked_transaction()?;
-        let mut rows: Vec<(i64, i64, f64)> = {
-            let mut stmt =
-                tx.prepare_cached("SELECT series, ts, value FROM sample_hot WHERE ts < ?1")?;
-            let it = stmt.query_map([boundary], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let chunks: Vec<i64> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT DISTINCT parkhub_chunk(ts) FROM sample_hot WHERE ts < ?1",
+            )?;
+            let it = stmt.query_map([boundary], |r| r.get(0))?;
             it.collect::<rusqlite::Result<_>>()?
         };
-        if rows.is_empty() {
+        if chunks.is_empty() {
             return Ok(0);
         }
-        // Stable: of two readings of one series in one second, the later arrival wins.
-        rows.sort_by_key(|&(s, ts, _)| pack(s, ts));
-        {
-            let mut ins =
-                tx.prepare_cached("INSERT OR REPLACE INTO sample(key, value) VALUES (?1, ?2)")?;
-            for &(s, ts, v) in &rows {
-                ins.execute(params![pack(s, ts), v])?;
-            }
-        }
+        // Of two readings of one series in one second, the later arrival wins.
+        let moved = tx.execute(
+            "INSERT OR REPLACE INTO sample(key, value)
+             SELECT parkhub_key(series, ts), value FROM sample_hot WHERE ts < ?1
+             ORDER BY 1, rowid",
+            [boundary],
+        )?;
         tx.execute("DELETE FROM sample_hot WHERE ts < ?1", [boundary])?;
 
+        let tz = self.opts.tz;
         let mut hours = BTreeSet::new();
         let mut days = BTreeSet::new();
-        let tz = self.opts.tz;
-        let mut i = 0;
-        while i < rows.len() {
-            let (series, ts, _) = rows[i];
-            let chunk = chunk_of(ts);
-            let mut j = i;
-            while j < rows.len() && rows[j].0 == series && chunk_of(rows[j].1) == chunk {
-                j += 1;
-            }
+        for chunk in chunks {
             let bucket = chunk_start(chunk);
-            self.rollups.bucket(&tx, series, chunk, &rows[i..j])?;
-            hours.insert((series, hour_start(tz, bucket)));
-            days.insert((series, day_start(tz, bucket)));
-            i = j;
+            let mut stmt =
+                tx.prepare_cached("SELECT key, value FROM sample WHERE key >= ?1 AND key < ?2")?;
+            let mut rows = stmt.query([key::before_chunk(chunk), key::before_chunk(chunk + 1)])?;
+            let mut current: Option<i64> = None;
+            let mut samples: Vec<(i64, f64)> = Vec::new();
+            loop {
+                let row = rows.next()?;
+                let next = match row {
+                    Some(r) => Some((key::unpack(r.get(0)?), r.get::<_, f64>(1)?)),
+                    None => None,
+                };
+                let series = next.map(|((s, _), _)| s);
+                if series != current {
+                    if let Some(done) = current {
+                        self.rollups.bucket(&tx, done, bucket, &samples)?;
+                        hours.insert((done, hour_start(tz, bucket)));
+                        days.insert((done, day_start(tz, bucket)));
+                    }
+                    samples.clear();
+                    current = series;
+                }
+                match next {
+                    Some(((_, ts), v)) => samples.push((ts, v)),
+                    None => break,
+                }
+            }
         }
         for &(series, hour) in &hours {
             combine_into(&tx, tz, series, PERIOD_5M, PERIOD_HOUR, hour, hour + 3600)?;
@@ -457,7 +486,7 @@ impl Writer {
             [boundary],
         )?;
         tx.commit()?;
-        Ok(rows.len())
+        Ok(moved)
     }
 
     fn retention(&mut self, now: i64) -> anyhow::Result<()> {
@@ -503,54 +532,41 @@ struct Rollups {
 }
 
 impl Rollups {
-    /// The 5-minute rollup of one series' chunk. Readings that arrive for a chunk already rolled
-    /// up (late ones) make the chunk be summarised again from everything stored for it.
+    /// The 5-minute rollup of one series' chunk, from every reading stored for it.
     fn bucket(
         &mut self,
         tx: &Transaction<'_>,
         series: i64,
-        chunk: i64,
-        moved: &[(i64, i64, f64)],
+        bucket: i64,
+        samples: &[(i64, f64)],
     ) -> anyhow::Result<()> {
-        let bucket = chunk_start(chunk);
         let counter = self.counters.contains(&series);
-        let late = self
-            .last_bucket
-            .get(&series)
-            .is_some_and(|&(b, _)| b >= bucket)
-            || summaries::get(tx, series, PERIOD_5M, bucket)?.is_some();
-        let samples: Vec<(i64, f64)> = if late {
-            let (lo, hi) = series_range(chunk, series);
-            let mut stmt =
-                tx.prepare_cached("SELECT key, value FROM sample WHERE key BETWEEN ?1 AND ?2")?;
-            let it = stmt.query_map([lo, hi], |r| Ok((key::unpack(r.get(0)?).1, r.get(1)?)))?;
-            it.collect::<rusqlite::Result<_>>()?
-        } else {
-            moved.iter().map(|&(_, ts, v)| (ts, v)).collect()
-        };
         let prev = if !counter {
             None
         } else {
             match self.last_bucket.get(&series) {
-                Some(&(b, end)) if b < bucket && !late => end,
+                Some(&(b, end)) if b < bucket && self.is_latest(series, bucket) => end,
                 _ => summaries::counter_state_before(tx, series, bucket)?,
             }
         };
-        let Some(agg) = Agg::of(&samples, prev, counter) else {
+        let Some(agg) = Agg::of(samples, prev, counter) else {
             return Ok(());
         };
         summaries::upsert(tx, series, PERIOD_5M, bucket, &agg)?;
-        if self
-            .last_bucket
-            .get(&series)
-            .is_none_or(|&(b, _)| b <= bucket)
-        {
+        if self.is_latest(series, bucket) {
             self.last_bucket.insert(series, (bucket, agg.end));
             if counter {
                 summaries::save_counter_state(tx, series, bucket, agg.end)?;
             }
         }
         Ok(())
+    }
+
+    /// Whether `bucket` is the newest this series has been rolled up to (or newer).
+    fn is_latest(&self, series: i64, bucket: i64) -> bool {
+        self.last_bucket
+            .get(&series)
+            .is_none_or(|&(b, _)| b <= bucket)
     }
 }
 
