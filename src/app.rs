@@ -25,6 +25,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     pub writer: WriterHandle,
     pub db_path: std::path::PathBuf,
+    /// How many times the broker has confirmed the hub's MQTT subscriptions (with `[mqtt]`).
+    pub mqtt_subscribed: Option<tokio::sync::watch::Receiver<u64>>,
     sources: JoinSet<()>,
     stop_sources: CancellationToken,
 }
@@ -84,7 +86,9 @@ impl App {
             }
             sources.spawn(b.run(hub.clone(), stop_sources.clone()));
         }
+        let mut mqtt_subscribed = None;
         if let Some(mqtt) = MqttSource::start(loaded).await? {
+            mqtt_subscribed = Some(mqtt.subscriptions());
             sources.spawn(mqtt.run(hub.clone(), stop_sources.clone()));
         }
         info!(
@@ -98,6 +102,7 @@ impl App {
             hub,
             writer,
             db_path,
+            mqtt_subscribed,
             sources,
             stop_sources,
         })

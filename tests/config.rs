@@ -260,7 +260,14 @@ fn the_example_and_demo_configs_check() {
         &env,
     )
     .unwrap();
-    assert_eq!(loaded.config.devices.len(), 4);
+    assert_eq!(loaded.config.devices.len(), 6);
+    // A sensor without a topic gets its profile's template, filled in with its id.
+    let ebike = &loaded.mqtt_topics["ebike-b5"];
+    assert_eq!(ebike.data, "parkhub/ebike/ebike-b5");
+    assert_eq!(
+        ebike.availability.as_deref(),
+        Some("parkhub/ebike/ebike-b5/status")
+    );
     // The CT override scales the profile's point for this device only.
     let em = &loaded.device_profiles["em-b3-main"];
     assert_eq!(
@@ -288,8 +295,10 @@ fn the_example_and_demo_configs_check() {
     let demo = demo
         .replace("${PARKHUB_DEMO_DATA}", "/tmp/x")
         .replace("${PARKHUB_DEMO_TCP_PORT}", "1502")
-        .replace("${PARKHUB_DEMO_RTU_PORT}", "1503");
-    load_str("demo.toml", &demo, Path::new("/"), &|_| None).unwrap();
+        .replace("${PARKHUB_DEMO_RTU_PORT}", "1503")
+        .replace("${PARKHUB_DEMO_MQTT_PORT}", "1883");
+    let demo = load_str("demo.toml", &demo, Path::new("/"), &|_| None).unwrap();
+    assert_eq!(demo.mqtt_topics.len(), 7);
 }
 
 #[test]

@@ -77,6 +77,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(&config_path, &loaded.1)
         .with_context(|| format!("writing {}", config_path.display()))?;
     let mut app = App::start(&loaded.0).await?;
+    // A sensor's first message would find nobody subscribed yet (the hub's session is new).
+    if let Some(mut subscribed) = app.mqtt_subscribed.clone() {
+        let ready = subscribed.wait_for(|n| *n > 0);
+        if tokio::time::timeout(Duration::from_secs(10), ready)
+            .await
+            .is_err()
+        {
+            anyhow::bail!("the hub did not subscribe to the demo's embedded broker within 10 s");
+        }
+    }
     // The simulated sensors: one MQTT connection each, to the hub's embedded broker.
     for d in &loaded.0.config.devices {
         let (Some(kind), Some(topics)) = (
@@ -252,6 +262,8 @@ fn headline(d: &DeviceState) -> String {
         .filter_map(|k| {
             let l = d.points.get(*k)?;
             let v = match &l.value {
+                // A count without a unit (a floor) reads as one.
+                Value::Number(x) if l.unit.is_none() && x.fract() == 0.0 => format!("{x}"),
                 Value::Number(x) => format!("{x:.2}"),
                 other => other.to_string(),
             };

@@ -339,7 +339,13 @@ impl Mosquitto {
     }
 
     fn spawn(conf: &Path, port: u16) -> Child {
-        let child = Command::new("mosquitto")
+        // Debian installs it in /usr/sbin, which is not on a normal user's PATH.
+        let program = if Path::new("/usr/sbin/mosquitto").exists() {
+            "/usr/sbin/mosquitto"
+        } else {
+            "mosquitto"
+        };
+        let child = Command::new(program)
             .arg("-c")
             .arg(conf)
             .stdout(Stdio::null())
