@@ -48,6 +48,22 @@ impl Check<'_, '_> {
     fn err(&mut self, path: KeyPath, msg: impl Into<String>) {
         self.diags.push(self.doc.diag(&path, msg));
     }
+
+    /// Device `i`'s keys that belong to other kinds of device, given (`true`) by mistake.
+    fn refuse_keys<const N: usize>(
+        &mut self,
+        i: usize,
+        id: &str,
+        kind: &str,
+        keys: [(&str, bool); N],
+    ) {
+        for (key, _) in keys.into_iter().filter(|(_, given)| *given) {
+            self.err(
+                KeyPath::from("device").index(i).key(key),
+                format!("`{key}` does not apply to {kind} device `{id}`"),
+            );
+        }
+    }
 }
 
 pub(crate) fn validate(
@@ -451,20 +467,18 @@ fn check_devices(
                     }
                     _ => c.err(at("unit"), format!("unit {unit} is outside 1..247")),
                 }
-                for (key, given) in [
-                    ("topic", d.topic.is_some()),
-                    ("charge_point_id", d.charge_point_id.is_some()),
-                    ("address", d.address.is_some()),
-                    ("expire_after_s", d.expire_after_s.is_some()),
-                    ("availability_topic", d.availability_topic.is_some()),
-                ] {
-                    if given {
-                        c.err(
-                            at(key),
-                            format!("`{key}` does not apply to Modbus device `{}`", d.id),
-                        );
-                    }
-                }
+                c.refuse_keys(
+                    *i,
+                    &d.id,
+                    "Modbus",
+                    [
+                        ("topic", d.topic.is_some()),
+                        ("charge_point_id", d.charge_point_id.is_some()),
+                        ("address", d.address.is_some()),
+                        ("expire_after_s", d.expire_after_s.is_some()),
+                        ("availability_topic", d.availability_topic.is_some()),
+                    ],
+                );
                 match crate::profile::apply_overrides(profile, &d.point) {
                     Ok(p) => {
                         resolved.device_profiles.insert(d.id.clone(), Arc::new(p));
@@ -508,21 +522,19 @@ fn check_mqtt_device<'p>(
             format!("device `{}` is an MQTT device: add an [mqtt] section (broker = \"embedded\" or the park's broker URL)", d.id),
         );
     }
-    for (key, given) in [
-        ("bus", d.bus.is_some()),
-        ("unit", d.unit.is_some()),
-        ("poll_interval_s", d.poll_interval_s.is_some()),
-        ("timeout_ms", d.timeout_ms.is_some()),
-        ("charge_point_id", d.charge_point_id.is_some()),
-        ("address", d.address.is_some()),
-    ] {
-        if given {
-            c.err(
-                at(key),
-                format!("`{key}` does not apply to MQTT device `{}`", d.id),
-            );
-        }
-    }
+    c.refuse_keys(
+        i,
+        &d.id,
+        "MQTT",
+        [
+            ("bus", d.bus.is_some()),
+            ("unit", d.unit.is_some()),
+            ("poll_interval_s", d.poll_interval_s.is_some()),
+            ("timeout_ms", d.timeout_ms.is_some()),
+            ("charge_point_id", d.charge_point_id.is_some()),
+            ("address", d.address.is_some()),
+        ],
+    );
     let settings = profile.mqtt.clone();
     let topic = match (&d.topic, settings.as_ref().and_then(|m| m.topic.as_deref())) {
         (Some(t), _) => match crate::profile::check_topic_template(t) {
