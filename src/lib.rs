@@ -3,6 +3,7 @@
 //! Data flows one way: sources (Modbus today) emit [`reading::Reading`]s into the [`hub::Hub`],
 //! which keeps the latest values and hands them to the history [`store`].
 
+pub mod alarm;
 pub mod app;
 pub mod cli;
 pub mod commands;
@@ -17,3 +18,4 @@ pub mod store;
 pub mod text;
 pub mod throttle;
 pub mod timeparse;
+pub mod tls;

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use super::validate::{self, MqttTopics, Parts};
-use super::{ApiConfig, Config, Diagnostic, Diagnostics, Document, HistoryConfig, KeyPath};
+use super::{
+    AlarmsConfig, ApiConfig, Config, Diagnostic, Diagnostics, Document, HistoryConfig, KeyPath,
+};
+use crate::alarm::rules::AlarmRules;
 use crate::profile::{Profile, ProfileRegistry, SerialDefaults};
 
 /// A checked configuration with what was derived while checking it.
@@ -23,6 +26,8 @@ pub struct Loaded {
     pub bus_lines: BTreeMap<String, SerialDefaults>,
     /// Each MQTT device's topics.
     pub mqtt_topics: BTreeMap<String, MqttTopics>,
+    /// Each device's and bus's alarm rules.
+    pub alarm_rules: AlarmRules,
 }
 
 const SECTIONS: &[&str] = &[
@@ -35,9 +40,20 @@ const SECTIONS: &[&str] = &[
     "department",
     "channel",
     "route",
+    "alarms",
+    "rule",
+    "inhibit",
     "uplink",
 ];
-const ARRAYS: &[&str] = &["bus", "device", "department", "channel", "route"];
+const ARRAYS: &[&str] = &[
+    "bus",
+    "device",
+    "department",
+    "channel",
+    "route",
+    "rule",
+    "inhibit",
+];
 
 /// Loads and checks the config at `path`, reading `${VAR}` from the process environment.
 pub fn load(path: &Path) -> Result<Loaded, Diagnostics> {
@@ -111,6 +127,9 @@ pub fn load_str(
         departments: array(&doc, "department", &mut diags),
         channels: array(&doc, "channel", &mut diags),
         routes: array(&doc, "route", &mut diags),
+        alarms: table::<AlarmsConfig>(&doc, "alarms", &mut diags).unwrap_or_default(),
+        rules: array(&doc, "rule", &mut diags),
+        inhibits: array(&doc, "inhibit", &mut diags),
         uplink: table(&doc, "uplink", &mut diags),
     };
 
@@ -150,12 +169,16 @@ pub fn load_str(
             departments: strip(parts.departments),
             channels: strip(parts.channels),
             routes: strip(parts.routes),
+            alarms: parts.alarms,
+            rules: strip(parts.rules),
+            inhibits: strip(parts.inhibits),
             uplink: parts.uplink,
         },
         profiles,
         device_profiles: resolved.device_profiles,
         bus_lines: resolved.bus_lines,
         mqtt_topics: resolved.mqtt_topics,
+        alarm_rules: resolved.alarm_rules,
     })
 }
 

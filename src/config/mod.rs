@@ -31,6 +31,9 @@ pub struct Config {
     pub departments: Vec<DepartmentConfig>,
     pub channels: Vec<ChannelConfig>,
     pub routes: Vec<RouteConfig>,
+    pub alarms: AlarmsConfig,
+    pub rules: Vec<RuleConfig>,
+    pub inhibits: Vec<InhibitConfig>,
     pub uplink: Option<UplinkConfig>,
 }
 
@@ -546,6 +549,7 @@ impl OneOrMany {
     }
 }
 
+/// Labels an alarm is matched on (routes, inhibitions).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct RouteMatch {
     #[serde(default)]
@@ -555,15 +559,45 @@ pub struct RouteMatch {
     #[serde(default)]
     pub building: Option<OneOrMany>,
     #[serde(default)]
+    pub floor: Option<OneOrMany>,
+    #[serde(default)]
     pub zone: Option<OneOrMany>,
     #[serde(default)]
     pub device: Option<OneOrMany>,
+    #[serde(default)]
+    pub bus: Option<OneOrMany>,
+    #[serde(default)]
+    pub rule: Option<OneOrMany>,
+}
+
+impl RouteMatch {
+    /// (label, accepted values) for each label given.
+    pub fn pairs(&self) -> Vec<(&'static str, Vec<String>)> {
+        [
+            ("category", &self.category),
+            ("severity", &self.severity),
+            ("building", &self.building),
+            ("floor", &self.floor),
+            ("zone", &self.zone),
+            ("device", &self.device),
+            ("bus", &self.bus),
+            ("rule", &self.rule),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| {
+            v.as_ref()
+                .map(|v| (k, v.values().into_iter().map(str::to_owned).collect()))
+        })
+        .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RouteConfig {
     #[serde(default, rename = "match")]
     pub matcher: RouteMatch,
+    /// Empty in a child route: its parent's.
+    #[serde(default)]
     pub departments: Vec<String>,
     #[serde(default, rename = "continue")]
     pub continue_matching: bool,
@@ -571,6 +605,127 @@ pub struct RouteConfig {
     pub escalate_after_s: Option<u64>,
     #[serde(default)]
     pub escalate_to: Vec<String>,
+    /// Push an unacknowledged alarm again this often.
+    #[serde(default)]
+    pub repeat_after_s: Option<u64>,
+    /// Child routes, tried before this one's own departments.
+    #[serde(default)]
+    pub route: Vec<RouteConfig>,
+}
+
+/// How alarms are handled as a whole.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AlarmsConfig {
+    /// Non-urgent pushes within this window go out as one message.
+    #[serde(default = "default_group_window")]
+    pub group_window_s: u64,
+    /// Urgent (critical or fire) alarms nobody acknowledges are pushed again this often;
+    /// 0 never. Routes may set their own.
+    #[serde(default = "default_repeat_urgent")]
+    pub repeat_urgent_s: u64,
+    /// The longest an operator may shelve an alarm.
+    #[serde(default = "default_max_shelve")]
+    pub max_shelve_minutes: u64,
+    /// Alarm transitions and deliveries are kept this long.
+    #[serde(default = "default_alarm_days")]
+    pub keep_days: u32,
+}
+
+impl Default for AlarmsConfig {
+    fn default() -> Self {
+        Self {
+            group_window_s: default_group_window(),
+            repeat_urgent_s: default_repeat_urgent(),
+            max_shelve_minutes: default_max_shelve(),
+            keep_days: default_alarm_days(),
+        }
+    }
+}
+
+fn default_group_window() -> u64 {
+    30
+}
+fn default_repeat_urgent() -> u64 {
+    300
+}
+fn default_max_shelve() -> u64 {
+    480
+}
+fn default_alarm_days() -> u32 {
+    365
+}
+
+/// An alarm rule of the config: adds a rule, or changes or disables one a profile (or the hub)
+/// gives, for some devices, the devices of some profiles, or every device with the point.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RuleConfig {
+    pub id: String,
+    #[serde(default)]
+    pub device: Option<OneOrMany>,
+    #[serde(default)]
+    pub profile: Option<OneOrMany>,
+    /// Rules of a bus (only its `bus_offline`).
+    #[serde(default)]
+    pub bus: Option<OneOrMany>,
+    #[serde(default)]
+    pub point: Option<String>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+    #[serde(default, rename = "in")]
+    pub in_set: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    pub above: Option<f64>,
+    #[serde(default)]
+    pub below: Option<f64>,
+    #[serde(default)]
+    pub high_high: Option<f64>,
+    #[serde(default)]
+    pub high: Option<f64>,
+    #[serde(default)]
+    pub low: Option<f64>,
+    #[serde(default)]
+    pub low_low: Option<f64>,
+    #[serde(default)]
+    pub deadband: Option<f64>,
+    #[serde(default)]
+    pub offline: Option<bool>,
+    #[serde(default)]
+    pub consumption_above: Option<f64>,
+    #[serde(default)]
+    pub window_s: Option<u64>,
+    #[serde(default)]
+    pub night_flow_above: Option<f64>,
+    /// Local night window of `night_flow_above`, e.g. "01:00-05:00".
+    #[serde(default)]
+    pub night: Option<String>,
+    #[serde(default)]
+    pub backwards: Option<bool>,
+    #[serde(default)]
+    pub on_delay_s: Option<u64>,
+    #[serde(default)]
+    pub off_delay_s: Option<u64>,
+    #[serde(default)]
+    pub severity: Option<String>,
+    #[serde(default)]
+    pub category: Option<String>,
+    #[serde(default)]
+    pub latched: Option<bool>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub message_en: Option<String>,
+}
+
+/// While an alarm matching `source` is active, alarms matching `target` with the same values
+/// of the `equal` labels are not pushed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InhibitConfig {
+    pub source: RouteMatch,
+    pub target: RouteMatch,
+    #[serde(default)]
+    pub equal: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

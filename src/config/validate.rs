@@ -6,10 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::{
-    ApiConfig, BusConfig, BusKind, ChannelConfig, ChannelKind, DepartmentConfig, DeviceConfig,
-    Diagnostic, Document, HistoryConfig, HubConfig, KeyPath, MqttConfig, OneOrMany, RouteConfig,
-    Seg, UplinkConfig, UplinkKind, CATEGORIES, SEVERITIES,
+    AlarmsConfig, ApiConfig, BusConfig, BusKind, ChannelConfig, ChannelKind, DepartmentConfig,
+    DeviceConfig, Diagnostic, Document, HistoryConfig, HubConfig, InhibitConfig, KeyPath,
+    MqttConfig, OneOrMany, RouteConfig, RouteMatch, RuleConfig, Seg, UplinkConfig, UplinkKind,
+    CATEGORIES, SEVERITIES,
 };
+use crate::alarm::route::LABELS;
+use crate::alarm::rules::{self, AlarmRules};
 use crate::profile::{check_serial_settings, Profile, ProfileRegistry, Protocol, SerialDefaults};
 
 pub(crate) struct Parts {
@@ -22,6 +25,9 @@ pub(crate) struct Parts {
     pub departments: Vec<(usize, DepartmentConfig)>,
     pub channels: Vec<(usize, ChannelConfig)>,
     pub routes: Vec<(usize, RouteConfig)>,
+    pub alarms: AlarmsConfig,
+    pub rules: Vec<(usize, RuleConfig)>,
+    pub inhibits: Vec<(usize, InhibitConfig)>,
     pub uplink: Option<UplinkConfig>,
 }
 
@@ -30,6 +36,7 @@ pub(crate) struct Resolved {
     pub device_profiles: BTreeMap<String, Arc<Profile>>,
     pub bus_lines: BTreeMap<String, SerialDefaults>,
     pub mqtt_topics: BTreeMap<String, MqttTopics>,
+    pub alarm_rules: AlarmRules,
 }
 
 /// Where an MQTT device publishes, and says whether it is there.
@@ -86,6 +93,7 @@ pub(crate) fn validate(
     check_devices(&mut c, parts, profiles, &mut resolved);
     check_bus_lines(&mut c, parts, &mut resolved);
     check_notify(&mut c, parts);
+    check_alarms(&mut c, parts, profiles, &mut resolved);
     if let Some(u) = &parts.uplink {
         check_uplink(&mut c, u);
     }
@@ -764,35 +772,198 @@ fn check_notify(c: &mut Check<'_, '_>, parts: &Parts) {
         }
     }
     for (i, r) in &parts.routes {
-        let at = |k: &str| KeyPath::from("route").index(*i).key(k);
-        if r.departments.is_empty() {
-            c.err(at("departments"), "a route needs at least one department");
-        }
-        for (j, d) in r.departments.iter().enumerate() {
-            if !departments.contains(d.as_str()) {
-                c.err(at("departments").index(j), format!("no department `{d}`"));
-            }
-        }
-        for (j, d) in r.escalate_to.iter().enumerate() {
-            if !departments.contains(d.as_str()) {
-                c.err(at("escalate_to").index(j), format!("no department `{d}`"));
-            }
-        }
-        if r.escalate_after_s == Some(0) {
+        check_route(c, KeyPath::from("route").index(*i), r, &departments, true);
+    }
+    for (i, ch) in &parts.channels {
+        if ch.kind == ChannelKind::Webhook && ch.secret.is_none() {
             c.err(
-                at("escalate_after_s"),
-                "escalate_after_s must be at least 1",
+                KeyPath::from("channel").index(*i).key("kind"),
+                "a webhook channel needs `secret`: its pushes are signed (X-Parkhub-Signature)",
             );
         }
-        if r.escalate_after_s.is_some() && r.escalate_to.is_empty() {
+    }
+}
+
+/// A route and its children; a top-level route needs departments, a child inherits them.
+fn check_route(
+    c: &mut Check<'_, '_>,
+    path: KeyPath,
+    r: &RouteConfig,
+    departments: &HashSet<&str>,
+    top: bool,
+) {
+    let at = |k: &str| path.clone().key(k);
+    if top && r.departments.is_empty() {
+        c.err(at("departments"), "a route needs at least one department");
+    }
+    for (j, d) in r.departments.iter().enumerate() {
+        if !departments.contains(d.as_str()) {
+            c.err(at("departments").index(j), format!("no department `{d}`"));
+        }
+    }
+    for (j, d) in r.escalate_to.iter().enumerate() {
+        if !departments.contains(d.as_str()) {
+            c.err(at("escalate_to").index(j), format!("no department `{d}`"));
+        }
+    }
+    if let Some(s) = r.escalate_after_s {
+        check_range(c, at("escalate_after_s"), clamp_i64(s), 1, 86_400);
+    }
+    if let Some(s) = r.repeat_after_s {
+        check_range(c, at("repeat_after_s"), clamp_i64(s), 30, 86_400);
+    }
+    if top && r.escalate_after_s.is_some() && r.escalate_to.is_empty() {
+        c.err(
+            at("escalate_after_s"),
+            "escalate_after_s needs `escalate_to`",
+        );
+    }
+    check_match(c, at("match"), &r.matcher);
+    for (j, child) in r.route.iter().enumerate() {
+        check_route(c, at("route").index(j), child, departments, false);
+    }
+}
+
+fn check_match(c: &mut Check<'_, '_>, m: KeyPath, r: &RouteMatch) {
+    check_words(c, m.clone().key("category"), &r.category, CATEGORIES);
+    check_words(c, m.key("severity"), &r.severity, SEVERITIES);
+}
+
+/// `[alarms]`, `[[rule]]` and `[[inhibit]]`; resolves every device's and bus's rules.
+fn check_alarms(
+    c: &mut Check<'_, '_>,
+    parts: &Parts,
+    profiles: &ProfileRegistry,
+    resolved: &mut Resolved,
+) {
+    let a = &parts.alarms;
+    let at = |k: &str| KeyPath::from("alarms").key(k);
+    check_range(
+        c,
+        at("group_window_s"),
+        clamp_i64(a.group_window_s),
+        0,
+        3600,
+    );
+    if a.repeat_urgent_s != 0 {
+        check_range(
+            c,
+            at("repeat_urgent_s"),
+            clamp_i64(a.repeat_urgent_s),
+            30,
+            86_400,
+        );
+    }
+    check_range(
+        c,
+        at("max_shelve_minutes"),
+        clamp_i64(a.max_shelve_minutes),
+        1,
+        10_080,
+    );
+    check_range(c, at("keep_days"), i64::from(a.keep_days), 1, 3650);
+
+    let devices: HashMap<&str, &DeviceConfig> = parts
+        .devices
+        .iter()
+        .map(|(_, d)| (d.id.as_str(), d))
+        .collect();
+    let buses: HashSet<&str> = parts.buses.iter().map(|(_, b)| b.id.as_str()).collect();
+    let mut usable = Vec::new();
+    for (i, r) in &parts.rules {
+        let at = |k: &str| KeyPath::from("rule").index(*i).key(k);
+        let shape = rules::check_shape(r);
+        let ok = shape.is_empty();
+        for (k, m) in shape {
+            c.err(at(k), m);
+        }
+        let mut refs_ok = true;
+        for d in r.device.as_ref().map(|v| v.values()).unwrap_or_default() {
+            if !devices.contains_key(d) {
+                c.err(at("device"), format!("no device `{d}`"));
+                refs_ok = false;
+            }
+        }
+        for p in r.profile.as_ref().map(|v| v.values()).unwrap_or_default() {
+            if profiles.get(p).is_none() {
+                c.err(at("profile"), format!("no profile `{p}`"));
+                refs_ok = false;
+            }
+        }
+        for b in r.bus.as_ref().map(|v| v.values()).unwrap_or_default() {
+            if !buses.contains(b) {
+                c.err(at("bus"), format!("no bus `{b}`"));
+                refs_ok = false;
+            }
+        }
+        if ok && refs_ok {
+            usable.push((*i, r));
+        }
+    }
+    usable.sort_by_key(|(_, r)| rules::specificity(r));
+
+    let mut errors = std::collections::BTreeSet::new();
+    let mut fits: HashSet<usize> = HashSet::new();
+    for (_, d) in &parts.devices {
+        let Some(profile) = resolved.device_profiles.get(&d.id) else {
+            continue;
+        };
+        let mine: Vec<(usize, &RuleConfig)> = usable
+            .iter()
+            .filter(|(_, r)| rules::applies_to(r, &d.id, &profile.id))
+            .copied()
+            .collect();
+        for (i, r) in &mine {
+            if r.point
+                .as_deref()
+                .is_none_or(|p| profile.alarm_point(p).is_some())
+            {
+                fits.insert(*i);
+            }
+        }
+        let (list, errs) = rules::device_rules(&d.id, profile, &mine);
+        errors.extend(errs);
+        resolved.alarm_rules.devices.insert(d.id.clone(), list);
+    }
+    for (i, r) in &usable {
+        if r.bus.is_none() && r.point.is_some() && !fits.contains(i) {
             c.err(
-                at("escalate_after_s"),
-                "escalate_after_s needs `escalate_to`",
+                KeyPath::from("rule").index(*i).key("point"),
+                format!(
+                    "no device this rule is for has a point `{}`",
+                    r.point.as_deref().unwrap_or_default()
+                ),
             );
         }
-        let m = at("match");
-        check_words(c, m.key("category"), &r.matcher.category, CATEGORIES);
-        check_words(c, m.key("severity"), &r.matcher.severity, SEVERITIES);
+    }
+    for (i, (k, m)) in errors {
+        c.err(KeyPath::from("rule").index(i).key(k), m);
+    }
+    for (_, b) in &parts.buses {
+        resolved
+            .alarm_rules
+            .buses
+            .insert(b.id.clone(), rules::bus_rules(&b.id, &usable));
+    }
+
+    for (i, inh) in &parts.inhibits {
+        let at = |k: &str| KeyPath::from("inhibit").index(*i).key(k);
+        check_match(c, at("source"), &inh.source);
+        check_match(c, at("target"), &inh.target);
+        for (j, e) in inh.equal.iter().enumerate() {
+            if !LABELS.contains(&e.as_str()) {
+                c.err(
+                    at("equal").index(j),
+                    format!("`{e}` is not one of: {}", LABELS.join(", ")),
+                );
+            }
+        }
+        if inh.source.pairs().is_empty() || inh.target.pairs().is_empty() {
+            c.err(
+                at("source"),
+                "an inhibition needs both `source` and `target` matchers",
+            );
+        }
     }
 }
 

@@ -10,7 +10,6 @@ use anyhow::Context as _;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
-use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -88,7 +87,11 @@ pub fn settings(
             }
             if tls {
                 o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                    Arc::new(tls_config(cfg)?),
+                    Arc::new(crate::tls::client_config(
+                        cfg.ca_file.as_deref(),
+                        cfg.client_cert.as_deref().zip(cfg.client_key.as_deref()),
+                        "mqtt",
+                    )?),
                 )));
             }
             (o, format!("{}://{host}:{port}", url.scheme()))
@@ -109,49 +112,6 @@ pub fn settings(
         filters,
         broker,
         subscribed: tokio::sync::watch::Sender::new(0),
-    })
-}
-
-/// rustls with the system's roots or `mqtt.ca_file`, and a client certificate if configured.
-fn tls_config(cfg: &MqttConfig) -> anyhow::Result<rustls::ClientConfig> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    match &cfg.ca_file {
-        Some(path) => {
-            for cert in CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("mqtt.ca_file {}", path.display()))?
-            {
-                roots.add(cert.with_context(|| format!("mqtt.ca_file {}", path.display()))?)?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                // A bad system root is skipped: the others may still verify the broker.
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    if roots.is_empty() {
-        anyhow::bail!("no CA certificates to verify the broker with (set mqtt.ca_file)");
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    Ok(match (&cfg.client_cert, &cfg.client_key) {
-        (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .with_context(|| format!("mqtt.client_cert {}", cert.display()))?
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("mqtt.client_cert {}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .with_context(|| format!("mqtt.client_key {}", key.display()))?;
-            builder.with_client_auth_cert(chain, key)?
-        }
-        _ => builder.with_no_client_auth(),
     })
 }
 

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{
-    AlarmSpec, Condition, DataType, Function, JsonSpec, JsonType, Kind, ModbusLimits, MqttSettings,
-    Point, PointSource, PortGroup, Profile, Protocol, RegisterSpec, SerialDefaults, WordOrder,
-    PROFILE_CATEGORIES,
+    find_point, AlarmSpec, Condition, DataType, Function, JsonSpec, JsonType, Kind, ModbusLimits,
+    MqttSettings, Point, PointSource, PortGroup, Profile, Protocol, RegisterSpec, SerialDefaults,
+    ValueKind, WordOrder, PROFILE_CATEGORIES,
 };
 use crate::config::{Diagnostic, Document, KeyPath, Parity, PointOverride, CATEGORIES, SEVERITIES};
 
@@ -580,13 +580,7 @@ fn build_alarm(
             None
         }
         (Some(name), _) => {
-            let found = match name.split_once("*.") {
-                Some((prefix, inner)) => ports
-                    .iter()
-                    .filter(|g| g.prefix == prefix)
-                    .find_map(|g| g.points.iter().find(|p| &*p.name == inner)),
-                None => points.iter().find(|p| &*p.name == name.as_str()),
-            };
+            let found = find_point(points, ports, name);
             if found.is_none() && !declared.contains(name) {
                 errs.push(("point", format!("no point `{name}` in this profile")));
             }
@@ -594,14 +588,8 @@ fn build_alarm(
         }
     };
     if let (Some(p), Some(c)) = (target, &condition) {
-        let expect = point_value_kind(p);
-        let ok = |v: &serde_json::Value| match expect {
-            ValueKind::Bool => v.is_boolean(),
-            ValueKind::Number => v.is_number(),
-            ValueKind::Text(ref labels) => v
-                .as_str()
-                .is_some_and(|s| labels.is_empty() || labels.iter().any(|l| l == s)),
-        };
+        let expect = p.value_kind();
+        let ok = |v: &serde_json::Value| expect.accepts(v);
         match c {
             Condition::Equals(v) if !ok(v) => errs.push((
                 "equals",
@@ -653,32 +641,6 @@ fn build_alarm(
             message_en: a.message_en.clone(),
         }),
         _ => Err(errs),
-    }
-}
-
-#[derive(Debug, PartialEq)]
-enum ValueKind {
-    Bool,
-    Number,
-    /// Text; for an enumeration, the states it may take.
-    Text(Vec<String>),
-}
-
-fn point_value_kind(p: &Point) -> ValueKind {
-    match &p.source {
-        PointSource::Json(j) => match (&j.values, j.json) {
-            (Some(v), _) => ValueKind::Text(v.values().cloned().collect()),
-            (None, JsonType::Bool) => ValueKind::Bool,
-            (None, JsonType::Number) => ValueKind::Number,
-            (None, JsonType::String) => ValueKind::Text(Vec::new()),
-        },
-        PointSource::Register(r) => match (&r.values, r.dtype) {
-            (Some(v), _) => ValueKind::Text(v.values().cloned().collect()),
-            (None, DataType::Bool) => ValueKind::Bool,
-            (None, DataType::String) => ValueKind::Text(Vec::new()),
-            _ => ValueKind::Number,
-        },
-        PointSource::Sum(_) => ValueKind::Number,
     }
 }
 

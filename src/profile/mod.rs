@@ -349,6 +349,62 @@ impl Point {
             _ => None,
         }
     }
+
+    /// The kind of value the point gives.
+    pub fn value_kind(&self) -> ValueKind {
+        match &self.source {
+            PointSource::Json(j) => match (&j.values, j.json) {
+                (Some(v), _) => ValueKind::Text(v.values().cloned().collect()),
+                (None, JsonType::Bool) => ValueKind::Bool,
+                (None, JsonType::Number) => ValueKind::Number,
+                (None, JsonType::String) => ValueKind::Text(Vec::new()),
+            },
+            PointSource::Register(r) => match (&r.values, r.dtype) {
+                (Some(v), _) => ValueKind::Text(v.values().cloned().collect()),
+                (None, DataType::Bool) => ValueKind::Bool,
+                (None, DataType::String) => ValueKind::Text(Vec::new()),
+                _ => ValueKind::Number,
+            },
+            PointSource::Sum(_) => ValueKind::Number,
+        }
+    }
+}
+
+/// The kind of value a point gives, for checking what an alarm compares it with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueKind {
+    Bool,
+    Number,
+    /// Text; for an enumeration, the states it may take.
+    Text(Vec<String>),
+}
+
+impl ValueKind {
+    /// Whether a value in a rule (`equals = …`) is one the point can take.
+    pub fn accepts(&self, v: &serde_json::Value) -> bool {
+        match self {
+            ValueKind::Bool => v.is_boolean(),
+            ValueKind::Number => v.is_number(),
+            ValueKind::Text(labels) => v
+                .as_str()
+                .is_some_and(|s| labels.is_empty() || labels.iter().any(|l| l == s)),
+        }
+    }
+}
+
+/// A point by the name an alarm gives it: `name`, or `prefix*.name` for that point of every port.
+pub fn find_point<'a>(
+    points: &'a [Point],
+    ports: &'a [PortGroup],
+    name: &str,
+) -> Option<&'a Point> {
+    match name.split_once("*.") {
+        Some((prefix, inner)) => ports
+            .iter()
+            .filter(|g| g.prefix == prefix)
+            .find_map(|g| g.points.iter().find(|p| &*p.name == inner)),
+        None => points.iter().find(|p| &*p.name == name),
+    }
 }
 
 /// Request limits of a model.
@@ -389,6 +445,11 @@ pub struct Profile {
 impl Profile {
     pub fn point(&self, name: &str) -> Option<&Point> {
         self.points.iter().find(|p| &*p.name == name)
+    }
+
+    /// A point as an alarm names it (`name` or `port*.name`).
+    pub fn alarm_point(&self, name: &str) -> Option<&Point> {
+        find_point(&self.points, &self.ports, name)
     }
 
     /// The points read from registers, with their index in `points`.
