@@ -150,9 +150,11 @@ impl FromStr for Category {
             "charger" => Category::Charger,
             "environment" => Category::Environment,
             "comm" => Category::Comm,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "`{other}` is not one of: fire, security, lift, energy, charger, environment, comm"
-            )),
+            ))
+            }
         })
     }
 }
