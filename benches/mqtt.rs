@@ -184,7 +184,7 @@ async fn hub() {
         .unwrap()
         .port();
     let mut cfg = format!(
-        "[hub]\nid = \"bench\"\ndata_dir = \"{}\"\n[mqtt]\nbroker = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\n",
+        "[hub]\nid = \"bench\"\ndata_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nbroker = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\n",
         dir.path().display()
     );
     for i in 0..devices {

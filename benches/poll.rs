@@ -118,7 +118,7 @@ async fn hub(seconds: u64, per_bus: usize) {
 
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = format!(
-        "[hub]\nid = \"bench\"\ndata_dir = \"{}\"\n",
+        "[hub]\nid = \"bench\"\ndata_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
         dir.path().display()
     );
     for (b, port) in ports.iter().enumerate() {

@@ -1,5 +1,6 @@
-//! The running hub: history writer, live state and one task per bus, started from a checked
-//! config and stopped in order (sources first, then the writer, which flushes what it holds).
+//! The running hub: history writer, live state, one task per bus, the MQTT source, the alarm
+//! engine with its push channels, and the API; started from a checked config and stopped in
+//! order (sources first, then the writer, which flushes what it holds, then alarms and API).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::alarm::engine::{AlarmFeed, Engine, EngineConfig, EngineHandle};
+use crate::alarm::store::{self as alarm_store, AlarmStore};
 use crate::config::{BusKind, Loaded};
 use crate::hub::{DeviceInfo, Hub};
 use crate::modbus::ModbusBus;
@@ -27,8 +30,15 @@ pub struct App {
     pub db_path: std::path::PathBuf,
     /// How many times the broker has confirmed the hub's MQTT subscriptions (with `[mqtt]`).
     pub mqtt_subscribed: Option<tokio::sync::watch::Receiver<u64>>,
+    pub alarms: Arc<AlarmStore>,
+    pub engine: EngineHandle,
+    /// Where the HTTP API listens (the configured address, with the port the OS gave for 0).
+    pub api_addr: std::net::SocketAddr,
     sources: JoinSet<()>,
     stop_sources: CancellationToken,
+    /// The alarm engine, the push lanes and the API.
+    services: JoinSet<()>,
+    stop_services: CancellationToken,
 }
 
 impl App {
@@ -71,7 +81,46 @@ impl App {
             series,
         );
         let writer = store::spawn_writer(opts, rx)?;
-        let hub = Hub::new(devices, Some(tx));
+
+        // The MQTT source first: the embedded broker is where MQTT push channels publish.
+        let mqtt = MqttSource::start(loaded).await?;
+        let alarms_path = data_dir.join(alarm_store::DB_FILE);
+        let alarms = Arc::new(
+            AlarmStore::open(&alarms_path)
+                .with_context(|| format!("opening {}", alarms_path.display()))?,
+        );
+        let stop_services = CancellationToken::new();
+        let mut services = JoinSet::new();
+        let notifier = crate::notify::start(
+            cfg,
+            alarms.clone(),
+            mqtt.as_ref().map(MqttSource::options),
+            &mut services,
+            stop_services.clone(),
+        )?;
+        let engine_cfg = EngineConfig::from_loaded(loaded);
+        let (feed, events) = AlarmFeed::new(&engine_cfg);
+        let (engine, engine_task) =
+            Engine::new(engine_cfg, alarms.clone(), notifier).start(events, stop_services.clone());
+        services.spawn(engine_task);
+        let hub = Hub::with_alarms(devices, Some(tx), Some(feed));
+        let listener = tokio::net::TcpListener::bind(cfg.api.listen)
+            .await
+            .with_context(|| format!("api.listen: cannot listen on {}", cfg.api.listen))?;
+        let api_addr = listener.local_addr()?;
+        let router = crate::api::router(crate::api::ApiState {
+            hub: hub.clone(),
+            store: alarms.clone(),
+            engine: engine.clone(),
+            tokens: cfg.api.token.clone(),
+            started: std::time::Instant::now(),
+        });
+        let stop_api = stop_services.clone();
+        services.spawn(async move {
+            if let Err(e) = crate::api::serve(listener, router, stop_api).await {
+                warn!(error = %e, "the HTTP API stopped");
+            }
+        });
 
         let stop_sources = CancellationToken::new();
         let mut sources = JoinSet::new();
@@ -87,7 +136,7 @@ impl App {
             sources.spawn(b.run(hub.clone(), stop_sources.clone()));
         }
         let mut mqtt_subscribed = None;
-        if let Some(mqtt) = MqttSource::start(loaded).await? {
+        if let Some(mqtt) = mqtt {
             mqtt_subscribed = Some(mqtt.subscriptions());
             sources.spawn(mqtt.run(hub.clone(), stop_sources.clone()));
         }
@@ -96,6 +145,8 @@ impl App {
             devices = cfg.devices.len(),
             buses = cfg.buses.len(),
             history = %db_path.display(),
+            alarms = %alarms_path.display(),
+            api = %api_addr,
             "parkhub running"
         );
         Ok(Self {
@@ -103,8 +154,13 @@ impl App {
             writer,
             db_path,
             mqtt_subscribed,
+            alarms,
+            engine,
+            api_addr,
             sources,
             stop_sources,
+            services,
+            stop_services,
         })
     }
 
@@ -120,6 +176,10 @@ impl App {
                 Err(e) if e.is_panic() => Err(anyhow::anyhow!("a bus task panicked: {e}")),
                 _ => Err(anyhow::anyhow!("a bus task ended by itself")),
             },
+            Some(ended) = self.services.join_next() => match ended {
+                Err(e) if e.is_panic() => Err(anyhow::anyhow!("an alarm or API task panicked: {e}")),
+                _ => Err(anyhow::anyhow!("an alarm or API task ended by itself")),
+            },
         }
     }
 
@@ -134,6 +194,18 @@ impl App {
         if drained.is_err() {
             warn!("sources did not stop within {deadline:?}; aborting them");
             self.sources.abort_all();
+        }
+        // Alarms and pushes next: what a lane has not delivered stays in the outbox for the
+        // next start.
+        self.stop_services.cancel();
+        if tokio::time::timeout(deadline, async {
+            while self.services.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            warn!("alarm and API tasks did not stop within {deadline:?}; aborting them");
+            self.services.abort_all();
         }
         // The writer stops once the last sender (inside the hub) is gone.
         drop(self.hub);

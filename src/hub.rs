@@ -1,6 +1,6 @@
 //! The hub's live state: the latest value of every point, each device's online state and poll
-//! statistics, and the hand-off of readings to the history writer. Sources write here; the API,
-//! the demo and (later) alarms read here.
+//! statistics, and the hand-off of readings to the history writer and the alarm engine. Sources
+//! write here; the API and the demo read here.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::alarm::engine::AlarmFeed;
 use crate::config::Location;
 use crate::reading::{Reading, Value};
 
@@ -78,6 +79,7 @@ pub struct DeviceState {
 pub struct Hub {
     devices: RwLock<HashMap<Arc<str>, DeviceState>>,
     store: Option<mpsc::Sender<Vec<Reading>>>,
+    alarms: Option<AlarmFeed>,
     readings: AtomicU64,
     dropped: AtomicU64,
     unrouted: AtomicU64,
@@ -85,6 +87,15 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(devices: Vec<DeviceInfo>, store: Option<mpsc::Sender<Vec<Reading>>>) -> Arc<Self> {
+        Self::with_alarms(devices, store, None)
+    }
+
+    /// A hub that also tells the alarm engine of watched readings and status changes.
+    pub fn with_alarms(
+        devices: Vec<DeviceInfo>,
+        store: Option<mpsc::Sender<Vec<Reading>>>,
+        alarms: Option<AlarmFeed>,
+    ) -> Arc<Self> {
         let devices = devices
             .into_iter()
             .map(|info| {
@@ -104,6 +115,7 @@ impl Hub {
         Arc::new(Self {
             devices: RwLock::new(devices),
             store,
+            alarms,
             readings: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             unrouted: AtomicU64::new(0),
@@ -134,6 +146,9 @@ impl Hub {
         }
         self.readings
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if let Some(a) = &self.alarms {
+            a.readings(&batch);
+        }
         if let Some(tx) = &self.store {
             let n = batch.len() as u64;
             if tx.send(batch).await.is_err() {
@@ -191,7 +206,32 @@ impl Hub {
                 changed = online;
             }
         });
+        if let Some(online) = changed {
+            self.tell_alarms(device, online, None);
+        }
         changed
+    }
+
+    fn tell_alarms(&self, device: &str, online: bool, reason: Option<String>) {
+        let Some(a) = &self.alarms else {
+            return;
+        };
+        let id = self
+            .devices
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_key_value(device)
+            .map(|(k, _)| k.clone());
+        if let Some(id) = id {
+            a.device(id, online, reason);
+        }
+    }
+
+    /// A bus (line or gateway) went down or came back: its bus-offline alarm follows.
+    pub fn set_bus_online(&self, bus: &str, online: bool) {
+        if let Some(a) = &self.alarms {
+            a.bus(Arc::from(bus), online);
+        }
     }
 
     /// Records MQTT messages of a device: how many, how many were (partly) refused, and the
@@ -221,10 +261,13 @@ impl Hub {
                 d.online = Some(online);
                 changed = Some(online);
                 if reason.is_some() {
-                    d.last_error = reason;
+                    d.last_error = reason.clone();
                 }
             }
         });
+        if changed.is_some() {
+            self.tell_alarms(device, online, reason);
+        }
         changed
     }
 

@@ -4,6 +4,7 @@
 //! which keeps the latest values and hands them to the history [`store`].
 
 pub mod alarm;
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod commands;
@@ -12,7 +13,9 @@ pub mod hub;
 pub mod memory;
 pub mod modbus;
 pub mod mqtt;
+pub mod notify;
 pub mod profile;
+pub mod random;
 pub mod reading;
 pub mod store;
 pub mod text;

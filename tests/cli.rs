@@ -233,6 +233,8 @@ fn run_config(dir: &Path, addr: &str) -> std::path::PathBuf {
 [hub]
 id = "kill-test"
 data_dir = "{}"
+[api]
+listen = "127.0.0.1:0"
 [[bus]]
 id = "gw"
 kind = "tcp"

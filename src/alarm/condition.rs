@@ -76,6 +76,15 @@ struct Night {
 }
 
 impl Tracker {
+    /// A tracker whose condition was last `active` (an alarm carried over a restart), so that
+    /// deadbands hold as they did.
+    pub fn resumed(active: bool) -> Self {
+        Self {
+            raw: Some(active),
+            ..Self::default()
+        }
+    }
+
     /// The condition after a reading at `ts`; `None` when this reading says nothing about it
     /// (a value of another type, the first reading of a counter, a night not yet over).
     pub fn on_value(

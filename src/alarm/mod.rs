@@ -5,6 +5,7 @@
 //! SQLite or the network; `engine` ties them to the hub's events, a clock and the store.
 
 pub mod condition;
+pub mod engine;
 pub mod lifecycle;
 pub mod route;
 pub mod rules;

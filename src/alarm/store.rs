@@ -453,15 +453,16 @@ impl AlarmStore {
         })
     }
 
-    /// Takes back pushes not yet sent (their alarm turned out to be explained by another).
-    pub fn withdraw(&self, alarm: i64) -> rusqlite::Result<Vec<i64>> {
+    /// Takes back pushes not yet sent (their alarm turned out to be explained by another);
+    /// returns them as (id, channel).
+    pub fn withdraw(&self, alarm: i64) -> rusqlite::Result<Vec<(i64, String)>> {
         let c = self.conn();
         let mut st = c.prepare_cached(
             "UPDATE outbox SET state = 'withdrawn'
              WHERE alarm = ?1 AND state = 'pending' AND attempts = 0 AND urgent = 0
-             RETURNING id",
+             RETURNING id, channel",
         )?;
-        let ids = st.query_map([alarm], |r| r.get(0))?;
+        let ids = st.query_map([alarm], |r| Ok((r.get(0)?, r.get(1)?)))?;
         ids.collect()
     }
 

@@ -1,5 +1,7 @@
 //! `parkhub demo`: a simulated park (meters on in-process Modbus servers, one of them failing on
-//! a script) and the hub polling it, with a table of what it reads. No root, no set-up.
+//! a script; sensors on the embedded broker, with smoke, a trapped lift and a forced door on a
+//! schedule) and the hub running it: a table of what it reads, and the alarm pushes as a local
+//! webhook receiver gets them. No root, no set-up.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,6 +13,9 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use sha2::{Digest, Sha256};
+
+use crate::alarm::store::{AlarmStore, Listing};
 use crate::app::{shutdown_signal, App};
 use crate::cli::DemoArgs;
 use crate::config::{self, Loaded};
@@ -72,7 +77,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mqtt_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let loaded = demo_config(&data_dir, tcp_port, rtu_port, mqtt_port)?;
+    // The departments' phones, here: a webhook receiver that checks each push's signature.
+    let secret = crate::random::hex(16)?;
+    let (pushes_tx, mut pushes) = tokio::sync::mpsc::unbounded_channel();
+    let hook = start_receiver(secret.clone(), pushes_tx, shutdown.clone()).await?;
+    let token = crate::random::hex(16)?;
+    let ports = DemoPorts {
+        tcp: tcp_port,
+        rtu: rtu_port,
+        mqtt: mqtt_port,
+        webhook_url: format!("http://{hook}/alarm"),
+        webhook_secret: secret,
+        token_sha256: hex::encode(Sha256::digest(token.as_bytes())),
+    };
+    let loaded = demo_config(&data_dir, &ports)?;
     let config_path = data_dir.join("parkhub.toml");
     std::fs::write(&config_path, &loaded.1)
         .with_context(|| format!("writing {}", config_path.display()))?;
@@ -109,14 +127,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "parkhub".into());
+    let api = app.api_addr;
     let banner = format!(
         "parkhub demo — 示范小微园 (a simulated park)\n\
          \x20 electricity meters  Modbus TCP      127.0.0.1:{tcp_port}  (units 1-5)\n\
          \x20 water meters        RTU over TCP    127.0.0.1:{rtu_port}  (units 1-3; unit 3 fails for half of every minute)\n\
          \x20 sensors             MQTT            127.0.0.1:{mqtt_port}  (smoke, fire panel, door, lift, leak, environment, e-bike station)\n\
+         \x20 alarm pushes        webhook         {hook}  (signed; printed below as they arrive)\n\
+         \x20 API                 http://{api}/api/v1  (token for this run: {token})\n\
          \x20 history             {}\n\
          \x20 config              {}\n\
+         \x20 what happens: a water meter drops out at 0:30, smoke at 1:00, a trapped lift at 1:40,\n\
+         \x20 a forced door at 2:30, and so on every few minutes.\n\
          \x20 try, from another terminal while it runs:\n\
+         \x20   curl -H 'Authorization: Bearer {token}' http://{api}/api/v1/alarms\n\
+         \x20   curl -X POST -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n\
+         \x20        -d '{{\"comment\":\"已到现场\"}}' http://{api}/api/v1/alarms/ID/ack\n\
          \x20   {exe} probe --profile chint-dtsu666 --tcp 127.0.0.1:{tcp_port} --unit 1\n\
          \x20   {exe} history --config {} --device em-b3-main --point power_total --csv\n\
          \x20   mosquitto_sub -p {mqtt_port} -t 'park/#' -v\n\
@@ -134,6 +160,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut reading = writeln!(out, "{banner}").is_ok();
 
     let hub = app.hub.clone();
+    let alarms = app.alarms.clone();
     let every = Duration::from_secs(args.every.max(1));
     let show = async move {
         let until = async {
@@ -148,7 +175,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         while reading {
             tokio::select! {
                 _ = &mut until => break,
-                _ = tick.tick() => reading = print_table(&mut out, &hub).is_ok(),
+                _ = tick.tick() => reading = print_table(&mut out, &hub, &alarms).is_ok(),
+                Some(line) = pushes.recv() => reading = writeln!(out, "{line}").is_ok(),
             }
         }
         let _ = writeln!(out, "stopping…");
@@ -160,22 +188,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The demo config with its ports and directory filled in, and its text.
-fn demo_config(
-    data_dir: &std::path::Path,
+/// What the demo fills into its config.
+struct DemoPorts {
     tcp: u16,
     rtu: u16,
     mqtt: u16,
-) -> anyhow::Result<(Loaded, String)> {
+    webhook_url: String,
+    webhook_secret: String,
+    token_sha256: String,
+}
+
+/// The demo config with its ports and directory filled in, and its text.
+fn demo_config(data_dir: &std::path::Path, p: &DemoPorts) -> anyhow::Result<(Loaded, String)> {
     // The placeholders stand in string values only, so a plain replacement is exact.
     let text = DEMO_CONFIG
         .replace(
             "${PARKHUB_DEMO_DATA}",
             &data_dir.display().to_string().replace('\\', "\\\\"),
         )
-        .replace("${PARKHUB_DEMO_TCP_PORT}", &tcp.to_string())
-        .replace("${PARKHUB_DEMO_RTU_PORT}", &rtu.to_string())
-        .replace("${PARKHUB_DEMO_MQTT_PORT}", &mqtt.to_string());
+        .replace("${PARKHUB_DEMO_TCP_PORT}", &p.tcp.to_string())
+        .replace("${PARKHUB_DEMO_RTU_PORT}", &p.rtu.to_string())
+        .replace("${PARKHUB_DEMO_MQTT_PORT}", &p.mqtt.to_string())
+        .replace("${PARKHUB_DEMO_WEBHOOK_URL}", &p.webhook_url)
+        .replace("${PARKHUB_DEMO_WEBHOOK_SECRET}", &p.webhook_secret)
+        .replace("${PARKHUB_DEMO_TOKEN_SHA256}", &p.token_sha256);
     let loaded = config::load_str("config/demo.toml", &text, &PathBuf::from("."), &|_| None)
         .map_err(|d| anyhow::anyhow!("the demo config does not check:\n{d}"))?;
     Ok((loaded, text))
@@ -197,7 +233,57 @@ async fn script_faults(sim: Arc<Simulator>, shutdown: CancellationToken) {
     }
 }
 
-fn print_table(out: &mut impl Write, hub: &Hub) -> std::io::Result<()> {
+/// The demo's webhook receiver on 127.0.0.1:0: checks each push's signature and age as a
+/// receiver must (DESIGN.md) and hands the pushes' text to the screen.
+async fn start_receiver(
+    secret: String,
+    lines: tokio::sync::mpsc::UnboundedSender<String>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<std::net::SocketAddr> {
+    use axum::http::{HeaderMap, StatusCode};
+    let take = move |headers: HeaderMap, body: axum::body::Bytes| {
+        let (secret, lines) = (secret.clone(), lines.clone());
+        async move {
+            let header = |k: &str| {
+                headers
+                    .get(k)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let ts: i64 = header("x-parkhub-timestamp").parse().unwrap_or_default();
+            let fresh = (chrono::Utc::now().timestamp() - ts).abs() <= 300;
+            let signed = header("x-parkhub-signature")
+                == crate::notify::channel::webhook_signature(&secret, ts, &body);
+            if !(fresh && signed) {
+                let _ = lines.send("  ✗ a push with a bad or stale signature was refused".into());
+                return StatusCode::UNAUTHORIZED;
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let now = chrono::Local::now().format("%H:%M:%S");
+            let to = v["department"].as_str().unwrap_or("several departments");
+            let text = v["message"]
+                .as_str()
+                .unwrap_or_default()
+                .replace('\n', "\n      ");
+            let _ = lines.send(format!(
+                "{now}  ▶ push to {to} (signature ok)\n      {text}\n"
+            ));
+            StatusCode::OK
+        }
+    };
+    let app = axum::Router::new().route("/alarm", axum::routing::post(take));
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+    });
+    Ok(addr)
+}
+
+fn print_table(out: &mut impl Write, hub: &Hub, alarms: &AlarmStore) -> std::io::Result<()> {
     let now = chrono::Local::now().format("%H:%M:%S");
     writeln!(
         out,
@@ -230,6 +316,25 @@ fn print_table(out: &mut impl Write, hub: &Hub) -> std::io::Result<()> {
         "          {} readings stored so far",
         hub.readings_total()
     )?;
+    let open = alarms.list(Listing::Open, 100).unwrap_or_default();
+    if !open.is_empty() {
+        writeln!(out, "          alarms open: {}", open.len())?;
+    }
+    for a in open.iter().take(8) {
+        writeln!(
+            out,
+            "          #{:<4} {:<11} {:<8} {} {} {}",
+            a.id,
+            a.state.as_str(),
+            a.severity,
+            pad(a.key.scope.id(), 15),
+            a.message,
+            a.acked_by
+                .as_deref()
+                .map(|w| format!("(acknowledged by {w})"))
+                .unwrap_or_default()
+        )?;
+    }
     writeln!(out)
 }
 

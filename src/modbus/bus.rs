@@ -453,6 +453,10 @@ pub struct ModbusBus {
     offline_after: u32,
     max_backoff: Duration,
     devices: Vec<Scheduled>,
+    /// Polls in a row that nobody answered, and of how many devices: the bus's own verdict.
+    silent_polls: u32,
+    silent_devices: std::collections::HashSet<usize>,
+    bus_online: Option<bool>,
 }
 
 impl ModbusBus {
@@ -500,6 +504,9 @@ impl ModbusBus {
             offline_after: bus.offline_after,
             max_backoff,
             devices,
+            silent_polls: 0,
+            silent_devices: std::collections::HashSet::new(),
+            bus_online: None,
         })
     }
 
@@ -542,6 +549,32 @@ impl ModbusBus {
                 warn!(device = %d.poller.id, %point, "counter went backwards (meter replaced or rolled over); consumption counts from the new value");
             }
             let error = (!result.errors.is_empty()).then(|| result.errors.join("; "));
+            // The bus is down when `offline_after` polls in a row, of at least two of its
+            // devices (its one device, if it has one), went unanswered: told before its
+            // devices' own verdicts, so that their comm alarms are explained, not pushed.
+            let bus_online = if result.answered {
+                self.silent_polls = 0;
+                self.silent_devices.clear();
+                Some(true)
+            } else {
+                self.silent_polls += 1;
+                self.silent_devices.insert(next);
+                let enough = self.silent_devices.len() >= self.devices.len().min(2);
+                (self.silent_polls >= offline_after && enough)
+                    .then_some(false)
+                    .or(self.bus_online)
+            };
+            if bus_online.is_some() && bus_online != self.bus_online {
+                self.bus_online = bus_online;
+                let online = bus_online == Some(true);
+                if online {
+                    info!(bus = %self.id, "bus answers");
+                } else {
+                    warn!(bus = %self.id, "bus offline: none of its devices answers");
+                }
+                hub.set_bus_online(&self.id, online);
+            }
+            let d = &mut self.devices[next];
             if result.answered {
                 d.failures = 0;
                 d.offline_polls = 0;

@@ -65,13 +65,6 @@ impl Accounts {
     }
 }
 
-fn random_password() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("no randomness for the broker password: {e}"))?;
-    Ok(hex::encode(bytes))
-}
-
 /// Starts the embedded broker of `cfg` and waits until it accepts connections.
 pub async fn start(cfg: &MqttConfig) -> anyhow::Result<EmbeddedBroker> {
     let listen = cfg.listen();
@@ -107,7 +100,10 @@ pub async fn start(cfg: &MqttConfig) -> anyhow::Result<EmbeddedBroker> {
     let login = if anonymous {
         None
     } else {
-        Some((HUB_USER.to_string(), random_password()?))
+        Some((
+            HUB_USER.to_string(),
+            crate::random::hex(24).context("the broker's own password")?,
+        ))
     };
 
     let mut connections = rumqttd::ConnectionSettings {

@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod client;
 pub mod decode;
+pub mod publisher;
 pub mod sim;
 
 use std::collections::HashMap;
@@ -112,6 +113,11 @@ impl MqttSource {
 
     pub fn device_count(&self) -> usize {
         self.devices.len()
+    }
+
+    /// How to reach the broker the hub uses (the alarm MQTT channel publishes there too).
+    pub fn options(&self) -> rumqttc::MqttOptions {
+        self.settings.options.clone()
     }
 
     /// Watches the number of times the broker has confirmed the hub's subscriptions.

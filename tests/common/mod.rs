@@ -517,3 +517,128 @@ impl Drop for MqttHub {
         self.stop.cancel();
     }
 }
+
+/// One HTTP request as a receiver got it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// A real HTTP server on 127.0.0.1:0 that records every request and answers what the test
+/// tells it to (a chat service's success, its rate-limit error, a 503).
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    got: Arc<std::sync::Mutex<Vec<Received>>>,
+    answer: Arc<std::sync::Mutex<(u16, String)>>,
+    stop: CancellationToken,
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> Self {
+        use axum::extract::{OriginalUri, State};
+        type Shared = (
+            Arc<std::sync::Mutex<Vec<Received>>>,
+            Arc<std::sync::Mutex<(u16, String)>>,
+        );
+        async fn take(
+            State((got, answer)): State<Shared>,
+            OriginalUri(uri): OriginalUri,
+            headers: axum::http::HeaderMap,
+            body: axum::body::Bytes,
+        ) -> (axum::http::StatusCode, String) {
+            got.lock().unwrap().push(Received {
+                path: uri.path().to_string(),
+                query: uri.query().map(str::to_owned),
+                headers,
+                body: body.to_vec(),
+                at: Instant::now(),
+            });
+            let (status, body) = answer.lock().unwrap().clone();
+            (axum::http::StatusCode::from_u16(status).unwrap(), body)
+        }
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let answer = Arc::new(std::sync::Mutex::new((
+            200,
+            r#"{"errcode":0,"errmsg":"ok"}"#.to_string(),
+        )));
+        let app = axum::Router::new()
+            .fallback(take)
+            .with_state((got.clone(), answer.clone()));
+        let listener = TcpListener::bind(addr).await.expect("bind receiver");
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(s.cancelled_owned())
+                .await;
+        });
+        Self {
+            addr,
+            got,
+            answer,
+            stop,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// What it answers from now on.
+    pub fn answer(&self, status: u16, body: &str) {
+        *self.answer.lock().unwrap() = (status, body.to_string());
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.got.lock().unwrap().len()
+    }
+
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+/// Whether `signature` is DESIGN.md's `sha256=<hex HMAC-SHA256(secret, ts + "." + body)>`,
+/// checked here independently of the hub's code.
+pub fn webhook_signature_ok(secret: &str, r: &Received) -> bool {
+    use hmac::{KeyInit, Mac};
+    let ts = r.header("x-parkhub-timestamp");
+    let Some(hex_sig) = r.header("x-parkhub-signature").strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(sig) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(ts.as_bytes());
+    mac.update(b".");
+    mac.update(&r.body);
+    mac.verify_slice(&sig).is_ok()
+}
