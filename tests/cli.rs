@@ -76,6 +76,8 @@ fn check_summarises_a_good_config() {
     let out = parkhub()
         .args(["check", "--config", example.to_str().unwrap()])
         .env("PARKHUB_WEBHOOK_SECRET", "s3cret")
+        .env("PARKHUB_DING_TOKEN", "t0ken")
+        .env("PARKHUB_DING_SECRET", "d1ng")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -87,7 +89,13 @@ fn check_summarises_a_good_config() {
         ),
         "{s}"
     );
-    assert!(!s.contains("s3cret"));
+    assert!(
+        s.contains("channel fire-ding (dingtalk) for fire-control"),
+        "{s}"
+    );
+    for secret in ["s3cret", "t0ken", "d1ng"] {
+        assert!(!s.contains(secret), "{s}");
+    }
 }
 
 #[test]

@@ -252,7 +252,15 @@ url = "mqtts://brain.example.cn:8883"
 fn the_example_and_demo_configs_check() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/parkhub.example.toml");
     let text = std::fs::read_to_string(&example).unwrap();
-    let env = |k: &str| (k == "PARKHUB_WEBHOOK_SECRET").then(|| "s".to_string());
+    let env = |k: &str| {
+        [
+            "PARKHUB_WEBHOOK_SECRET",
+            "PARKHUB_DING_TOKEN",
+            "PARKHUB_DING_SECRET",
+        ]
+        .contains(&k)
+        .then(|| "s".to_string())
+    };
     let loaded = load_str(
         "parkhub.example.toml",
         &text,
@@ -708,4 +716,59 @@ message = "超速"
         !errs.iter().any(|d| d.message.contains("no point `floor`")),
         "{errs:?}"
     );
+}
+
+#[test]
+fn alarm_mistakes_are_all_reported_with_their_lines_and_keys() {
+    let errs = errors_of("bad-alarms.toml");
+    let f = "bad-alarms.toml";
+    expect(&errs, f, 16, "alarms.group_window_s", "between 0 and 3600");
+    expect(
+        &errs,
+        f,
+        17,
+        "alarms.max_shelve_minutes",
+        "between 1 and 10080",
+    );
+    expect(&errs, f, 21, "rule[0].device", "no device `ghost`");
+    expect(&errs, f, 26, "rule[1].id", "a rule has one condition");
+    expect(&errs, f, 36, "rule[2].severity", "`urgent` is not one of");
+    expect(&errs, f, 41, "rule[3].point", "has no point `humidity`");
+    expect(
+        &errs,
+        f,
+        47,
+        "inhibit[0].equal[0]",
+        "`colour` is not one of",
+    );
+    expect(&errs, f, 51, "channel[0].kind", "needs `secret`");
+    expect(
+        &errs,
+        f,
+        57,
+        "department[0].channels[1]",
+        "no channel `pager`",
+    );
+    expect(
+        &errs,
+        f,
+        60,
+        "route[0].match.category",
+        "`fyre` is not one of",
+    );
+    expect(
+        &errs,
+        f,
+        61,
+        "route[0].departments[1]",
+        "no department `nobody`",
+    );
+    expect(
+        &errs,
+        f,
+        63,
+        "route[0].escalate_to[0]",
+        "no department `bosses`",
+    );
+    assert_eq!(errs.len(), 12, "one error per mistake: {errs:#?}");
 }

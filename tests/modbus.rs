@@ -5,6 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use parkhub::alarm::engine::{AlarmFeed, EngineConfig, HubEvent};
+use parkhub::hub::Hub;
 use parkhub::modbus::bus::Line;
 use parkhub::modbus::plan::min_requests_of;
 use parkhub::modbus::sim::Behaviour;
@@ -434,4 +436,70 @@ async fn a_server_that_accepts_and_drops_connections_is_retried_with_back_off() 
     // Sixty polls, but connections only as the back-off allows (0.5 s doubling to 8 s).
     assert!((3..=14).contains(&n), "connections in 60 s: {n}");
     assert_eq!(hub.device("m").unwrap().online, Some(false));
+}
+
+/// The hub's alarm events of a run of `loaded`'s buses for `secs` seconds (paused clock).
+async fn alarm_events(loaded: &parkhub::config::Loaded, secs: u64) -> Vec<HubEvent> {
+    let cfg = EngineConfig::from_loaded(loaded);
+    let (feed, mut rx) = AlarmFeed::new(&cfg);
+    let plain = hub_for(loaded);
+    let devices = plain.devices().into_iter().map(|d| d.info).collect();
+    let hub = Hub::with_alarms(devices, None, Some(feed));
+    let stop = CancellationToken::new();
+    let tasks = run_buses(loaded, &hub, &stop);
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    events
+}
+
+fn status(events: &[HubEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            HubEvent::Bus { id, online } => Some(format!("bus {id} {online}")),
+            HubEvent::Device { id, online, .. } => Some(format!("device {id} {online}")),
+            HubEvent::Readings(_) => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_line_is_offline_before_its_devices_so_that_it_explains_them() {
+    let server = SimServer::start(&[(1, "eastron-sdm120"), (2, "eastron-sdm630")], true).await;
+    server.sim.set_behaviour(1, Behaviour::Silent);
+    server.sim.set_behaviour(2, Behaviour::Silent);
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = load(
+        &shared_line_config(&server.addr.to_string(), "rtu-over-tcp"),
+        dir.path(),
+    );
+    let got = status(&alarm_events(&loaded, 10).await);
+    assert_eq!(
+        got,
+        vec!["bus line false", "device alive false", "device dead false"],
+        "the line's verdict comes first"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_dead_unit_does_not_make_its_line_offline() {
+    let server = SimServer::start(&[(1, "eastron-sdm120"), (2, "eastron-sdm630")], true).await;
+    server.sim.set_behaviour(2, Behaviour::Silent);
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = load(
+        &shared_line_config(&server.addr.to_string(), "rtu-over-tcp"),
+        dir.path(),
+    );
+    let got = status(&alarm_events(&loaded, 10).await);
+    assert_eq!(
+        got,
+        vec!["bus line true", "device alive true", "device dead false"]
+    );
 }

@@ -102,24 +102,51 @@ pub fn summary(l: &Loaded) -> String {
             );
         }
     }
-    let counts = [
-        ("department", c.departments.len()),
-        ("channel", c.channels.len()),
-        ("route", c.routes.len()),
-    ];
-    let mut rest: Vec<String> = counts
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(k, n)| format!("{n} {k}{}", if *n == 1 { "" } else { "s" }))
-        .collect();
-    if c.uplink.is_some() {
-        rest.push("uplink".into());
-    }
-    if !rest.is_empty() {
+    let rules: usize = l.alarm_rules.devices.values().map(Vec::len).sum::<usize>()
+        + l.alarm_rules.buses.values().map(Vec::len).sum::<usize>();
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    out += &format!(
+        "alarms: {} on {} and {}; {}, {}, {}\n",
+        plural(rules, "rule"),
+        plural(l.alarm_rules.devices.len(), "device"),
+        match l.alarm_rules.buses.len() {
+            1 => "1 bus".to_string(),
+            n => format!("{n} buses"),
+        },
+        plural(c.departments.len(), "department"),
+        plural(c.channels.len(), "channel"),
+        plural(c.routes.len(), "route"),
+    );
+    for ch in &c.channels {
+        let departments: Vec<&str> = c
+            .departments
+            .iter()
+            .filter(|d| d.channels.contains(&ch.id))
+            .map(|d| d.id.as_str())
+            .collect();
         out += &format!(
-            "also configured (checked; acted on by later versions): {}\n",
-            rest.join(", ")
+            "  channel {} ({}) for {}\n",
+            ch.id,
+            ch.kind.as_str(),
+            if departments.is_empty() {
+                "no department (unused)".to_string()
+            } else {
+                departments.join(", ")
+            }
         );
+    }
+    out += &format!(
+        "api on {} with {}{}\n",
+        c.api.listen,
+        plural(c.api.token.len(), "token"),
+        if c.api.token.is_empty() {
+            " (only /api/v1/health answers)"
+        } else {
+            ""
+        }
+    );
+    if c.uplink.is_some() {
+        out += "also configured (checked; acted on by a later version): uplink\n";
     }
     out
 }

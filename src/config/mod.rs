@@ -507,6 +507,19 @@ pub enum ChannelKind {
     Gpio,
 }
 
+impl ChannelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Webhook => "webhook",
+            ChannelKind::Dingtalk => "dingtalk",
+            ChannelKind::Wecom => "wecom",
+            ChannelKind::Feishu => "feishu",
+            ChannelKind::Mqtt => "mqtt",
+            ChannelKind::Gpio => "gpio",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChannelConfig {
     pub id: String,

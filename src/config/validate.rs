@@ -926,7 +926,9 @@ fn check_alarms(
         resolved.alarm_rules.devices.insert(d.id.clone(), list);
     }
     for (i, r) in &usable {
-        if r.bus.is_none() && r.point.is_some() && !fits.contains(i) {
+        // A device named by the rule has already said what is wrong, more precisely.
+        let named = errors.iter().any(|(e, (k, _))| e == i && *k == "point");
+        if r.bus.is_none() && r.point.is_some() && !fits.contains(i) && !named {
             c.err(
                 KeyPath::from("rule").index(*i).key("point"),
                 format!(
