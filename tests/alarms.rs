@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use parkhub::alarm::engine::{AlarmFeed, CommandError, Engine, EngineConfig, EngineHandle};
+use parkhub::alarm::engine::{
+    AlarmFeed, CommandError, Engine, EngineConfig, EngineHandle, RELEASE_GRACE,
+};
 use parkhub::alarm::store::{AlarmRow, AlarmStore, Listing, OutboxRow, DB_FILE};
 use parkhub::alarm::AlarmState;
 use parkhub::notify::lane::LaneMsg;
@@ -577,26 +579,41 @@ async fn a_dead_bus_explains_its_devices_comm_alarms_and_they_are_not_pushed() {
     let deliveries = rig.store.deliveries(early[0].1.alarm).unwrap();
     assert_eq!(deliveries[0].state, "withdrawn");
 
-    // The bus comes back but em-2 still does not answer: now that is news.
+    // The bus comes back; em-1 answers again within the grace, em-2 does not: only em-2 is
+    // news, and only once the grace is over.
     rig.feed.bus("line-1".into(), true);
     rig.settle().await;
     let told = rig.pushes("ops-hook");
-    let events: Vec<(String, String)> = told
+    assert_eq!(told.len(), 1, "{told:#?}");
+    assert_eq!(
+        (
+            push(&told[0].1).device_id.as_str(),
+            told[0].1.event.as_str()
+        ),
+        ("line-1", "cleared")
+    );
+    rig.advance(Duration::from_secs(60)).await;
+    rig.device_online("em-1", true).await;
+    assert!(rig.pushes("ops-hook").is_empty(), "em-1 was never news");
+    rig.advance(RELEASE_GRACE).await;
+    let told: Vec<(String, String)> = rig
+        .pushes("ops-hook")
         .iter()
         .map(|(_, r)| (push(r).device_id, r.event.clone()))
         .collect();
-    assert!(
-        events.contains(&("em-2".into(), "raised".into())),
-        "{events:?}"
+    assert_eq!(told, vec![("em-2".to_string(), "raised".to_string())]);
+    let open: Vec<AlarmRow> = rig
+        .open()
+        .into_iter()
+        .filter(|a| a.key.scope.kind() == "device")
+        .collect();
+    assert_eq!(
+        open.len(),
+        1,
+        "em-1's suppressed alarm closed quietly: {open:#?}"
     );
-    assert!(
-        events.contains(&("em-1".into(), "raised".into())),
-        "{events:?}"
-    );
-    assert!(
-        events.contains(&("line-1".into(), "cleared".into())),
-        "{events:?}"
-    );
+    assert_eq!(&*open[0].key.scope.id().clone(), "em-2");
+    assert!(!open[0].suppressed);
 }
 
 #[tokio::test(start_paused = true)]

@@ -347,8 +347,16 @@ enum Timer {
     Repeat(AlarmKey),
     Unshelve(AlarmKey),
     MaintenanceEnd(Arc<str>),
+    /// An alarm whose source of inhibition has cleared: told then if it still holds.
+    Release(AlarmKey),
     Prune,
 }
+
+/// How long an alarm explained by another (a device behind a dead bus) waits, once that other
+/// clears, before it is told as its own: a device behind a bus that came back answers at its
+/// next poll, which back-off may hold off for a minute or more. Without the wait every device
+/// of a recovered line would be pushed as offline, and cleared, moments later.
+pub const RELEASE_GRACE: Duration = Duration::from_secs(180);
 
 /// An alarm that exists (not yet normal).
 #[derive(Debug)]
@@ -949,7 +957,7 @@ impl Engine {
         }
     }
 
-    /// A source is gone: what it explained and is still active is told now.
+    /// A source is gone: what it explained is told, if it still holds after `RELEASE_GRACE`.
     fn release_from(&mut self, source: &AlarmKey) {
         let targets: Vec<AlarmKey> = self
             .by_id
@@ -963,24 +971,36 @@ impl Engine {
             })
             .cloned()
             .collect();
-        let now = Utc::now();
         for key in targets {
-            let Some(labels) = self.slots.get(&key).map(|s| s.labels.clone()) else {
-                continue;
-            };
-            if self.inhibited(&key, &labels) {
-                continue;
-            }
-            debug!(alarm = %key, source = %source, "no longer explained: told now");
-            let Some(open) = self.slots.get_mut(&key).and_then(|s| s.open.as_mut()) else {
-                continue;
-            };
-            open.row.suppressed = false;
-            let row = open.row.clone();
-            self.save(&row, Some(&event_row(now, EventKind::Raised, None, None)));
-            self.announce(&key, EventKind::Raised, None, None);
-            self.arm(&key);
+            debug!(alarm = %key, source = %source, "no longer explained: told unless it clears soon");
+            self.timers.insert(Timer::Release(key), RELEASE_GRACE);
         }
+    }
+
+    fn release(&mut self, key: &AlarmKey) {
+        let Some(slot) = self.slots.get(key) else {
+            return;
+        };
+        let holds = slot
+            .open
+            .as_ref()
+            .is_some_and(|o| o.row.suppressed && o.row.condition);
+        if !holds || self.inhibited(key, &slot.labels.clone()) {
+            return;
+        }
+        let Some(open) = self.slots.get_mut(key).and_then(|s| s.open.as_mut()) else {
+            return;
+        };
+        open.row.suppressed = false;
+        let row = open.row.clone();
+        info!(alarm = %key, id = row.id, "no longer explained by another alarm: told now");
+        self.save(
+            &row,
+            Some(&event_row(Utc::now(), EventKind::Raised, None, None)),
+        );
+        self.announce(key, EventKind::Raised, None, None);
+        self.arm(key);
+        self.update_sirens();
     }
 
     // ---- timers ----
@@ -1058,6 +1078,7 @@ impl Engine {
                 }
                 self.end_maintenance(&device);
             }
+            Timer::Release(key) => self.release(&key),
             Timer::Prune => {
                 let before = Utc::now()
                     - chrono::Duration::from_std(self.cfg.keep).unwrap_or(chrono::Duration::MAX);
