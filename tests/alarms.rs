@@ -675,3 +675,73 @@ async fn an_open_alarm_survives_a_restart_and_is_not_raised_again() {
         Err(CommandError::NotFound(9999))
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shelf_silences_one_alarm_not_the_next_of_its_kind() {
+    let mut rig = Rig::start("").await;
+    rig.read("smoke-1", "smoke", b(true)).await;
+    let id = rig.only_open().id;
+    rig.engine
+        .shelve(id, "张三", 60, "烟感误报，待更换".into())
+        .await
+        .unwrap();
+    rig.engine.ack(id, "张三", None).await.unwrap();
+    rig.read("smoke-1", "smoke", b(false)).await;
+    assert!(rig.open().is_empty());
+    rig.pushes("fire-hook");
+
+    rig.advance(Duration::from_secs(60)).await;
+    rig.read("smoke-1", "smoke", b(true)).await;
+    assert_eq!(
+        rig.events("fire-hook"),
+        vec!["raised"],
+        "a new fire is news"
+    );
+    assert!(*rig.siren.borrow());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_alarm_told_before_its_bus_died_is_still_told_when_it_clears() {
+    let mut rig = Rig::start(
+        r#"
+[alarms]
+group_window_s = 0
+"#,
+    )
+    .await;
+    rig.device_online("em-1", false).await;
+    let raised = rig.pushes("ops-hook");
+    assert_eq!(raised.len(), 1);
+    // Delivered, as the lane would have.
+    rig.store.delivered(&[raised[0].1.id], Utc::now()).unwrap();
+    rig.feed.bus("line-1".into(), false);
+    rig.settle().await;
+    assert_eq!(rig.events("ops-hook"), vec!["raised"], "the bus alarm");
+    rig.device_online("em-1", true).await;
+    assert_eq!(
+        rig.events("ops-hook"),
+        vec!["cleared"],
+        "em-1 was told, so its end is too"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_alarm_explained_when_the_hub_stopped_is_told_after_a_restart_if_it_still_holds() {
+    let mut rig = Rig::start("").await;
+    rig.feed.bus("line-1".into(), false);
+    rig.settle().await;
+    rig.device_online("em-2", false).await;
+    rig.feed.bus("line-1".into(), true);
+    rig.settle().await;
+    rig.pushes("ops-hook");
+
+    // Stopped within the grace: the release must not be forgotten.
+    let mut rig = rig.restart().await;
+    rig.advance(RELEASE_GRACE + Duration::from_secs(1)).await;
+    let told: Vec<(String, String)> = rig
+        .pushes("ops-hook")
+        .iter()
+        .map(|(_, r)| (push(r).device_id, r.event.clone()))
+        .collect();
+    assert_eq!(told, vec![("em-2".to_string(), "raised".to_string())]);
+}

@@ -503,3 +503,35 @@ async fn one_dead_unit_does_not_make_its_line_offline() {
         vec!["bus line true", "device alive true", "device dead false"]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn dead_meters_on_a_live_line_never_make_the_line_flap() {
+    let server = SimServer::start(
+        &[
+            (1, "eastron-sdm120"),
+            (2, "eastron-sdm120"),
+            (3, "eastron-sdm120"),
+            (4, "eastron-sdm120"),
+        ],
+        true,
+    )
+    .await;
+    server.sim.set_behaviour(1, Behaviour::Silent);
+    server.sim.set_behaviour(2, Behaviour::Silent);
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = format!(
+        "[hub]\nid = \"t\"\n[[bus]]\nid = \"line\"\nkind = \"rtu-over-tcp\"\naddress = \"{}\"\ntimeout_ms = 200\noffline_after = 2\nmax_backoff_s = 60\n",
+        server.addr
+    );
+    for unit in 1..=4 {
+        text += &format!(
+            "[[device]]\nid = \"m{unit}\"\nprofile = \"eastron-sdm120\"\nbus = \"line\"\nunit = {unit}\npoll_interval_s = 1\n"
+        );
+    }
+    let loaded = load(&text, dir.path());
+    let got = status(&alarm_events(&loaded, 600).await);
+    let bus: Vec<&String> = got.iter().filter(|e| e.starts_with("bus")).collect();
+    assert_eq!(bus, vec!["bus line true"], "{got:?}");
+    assert!(got.contains(&"device m1 false".to_string()));
+    assert!(got.contains(&"device m2 false".to_string()));
+}

@@ -366,6 +366,10 @@ struct Open {
     routing: Routing,
     escalate: Option<delay_queue::Key>,
     repeat: Option<delay_queue::Key>,
+    release: Option<delay_queue::Key>,
+    /// Whether its departments were told it was raised: an alarm suppressed only after that
+    /// still tells them of its acknowledgement and its end.
+    told: bool,
 }
 
 /// One rule on one device's point (or the device, or a bus).
@@ -518,6 +522,18 @@ impl Engine {
         let keys: Vec<AlarmKey> = self.by_id.values().cloned().collect();
         for key in keys {
             self.arm(&key);
+            // Explained by an alarm that has since gone (cleared, or its rule removed): told
+            // after the grace, as if its source had just cleared.
+            let Some(slot) = self.slots.get(&key) else {
+                continue;
+            };
+            let waiting = slot
+                .open
+                .as_ref()
+                .is_some_and(|o| o.row.suppressed && o.row.condition);
+            if waiting && !self.inhibited(&key, &slot.labels.clone()) {
+                self.schedule_release(&key);
+            }
         }
         self.update_sirens();
     }
@@ -552,6 +568,7 @@ impl Engine {
             slot.value = v;
         }
         let routing = route::route(&self.cfg.routes, &slot.labels);
+        let suppressed = row.suppressed;
         let source = row.condition
             && self
                 .cfg
@@ -569,6 +586,9 @@ impl Engine {
             routing,
             escalate: None,
             repeat: None,
+            release: None,
+            // Carried over: what was not suppressed was told in the last run.
+            told: !suppressed,
         });
         if source {
             self.sources.insert(key);
@@ -830,6 +850,8 @@ impl Engine {
                 routing,
                 escalate: None,
                 repeat: None,
+                release: None,
+                told: false,
             });
         }
         if !suppressed {
@@ -851,9 +873,10 @@ impl Engine {
         let event = open.life.step(Input::Off);
         open.row.condition = false;
         open.row.cleared_at = Some(now);
-        if open.row.suppressed && open.life.state == AlarmState::RtnUnacked {
-            // Nobody was told of it, so nobody need acknowledge its end.
+        if open.row.suppressed && !open.told && open.life.state != AlarmState::Acked {
+            // Nobody was told of it, so nobody need acknowledge its end (latched or not).
             open.life.state = AlarmState::Normal;
+            open.life.condition = false;
         }
         open.row.state = open.life.state;
         if open.row.state == AlarmState::Normal {
@@ -881,6 +904,13 @@ impl Engine {
             self.disarm(key);
             if let Some(open) = self.slots.get_mut(key).and_then(|s| s.open.take()) {
                 self.by_id.remove(&open.row.id);
+            }
+            // A shelf silences one alarm, not the next one of its kind.
+            if let Some((_, t)) = self.shelves.remove(key) {
+                self.timers.remove(&t);
+                if let Err(e) = self.store.unshelve(key) {
+                    warn!(alarm = %key, error = %e, "cannot store the end of a shelf");
+                }
             }
         }
     }
@@ -937,23 +967,33 @@ impl Engine {
                 Some(&event_row(now, EventKind::Suppressed, None, None)),
             );
             self.disarm(&key);
-            self.withdraw(row.id);
+            if self.withdraw(row.id) {
+                if let Some(o) = self.slots.get_mut(&key).and_then(|s| s.open.as_mut()) {
+                    o.told = false;
+                }
+            }
         }
     }
 
-    /// Takes back an alarm's pushes still waiting for their group's window.
-    fn withdraw(&self, alarm: i64) {
+    /// Takes back an alarm's pushes still waiting for their group's window; returns whether
+    /// its "raised" was among them (then nobody has been told of it).
+    fn withdraw(&self, alarm: i64) -> bool {
         match self.store.withdraw(alarm) {
             Ok(rows) => {
+                let raised = rows.iter().any(|(_, _, e)| e == EventKind::Raised.as_str());
                 let mut by_channel: HashMap<String, Vec<i64>> = HashMap::new();
-                for (id, channel) in rows {
+                for (id, channel, _) in rows {
                     by_channel.entry(channel).or_default().push(id);
                 }
                 for (channel, ids) in by_channel {
                     self.notifier.withdraw(&channel, ids);
                 }
+                raised
             }
-            Err(e) => warn!(alarm, error = %e, "cannot withdraw pushes"),
+            Err(e) => {
+                warn!(alarm, error = %e, "cannot withdraw pushes");
+                false
+            }
         }
     }
 
@@ -973,11 +1013,30 @@ impl Engine {
             .collect();
         for key in targets {
             debug!(alarm = %key, source = %source, "no longer explained: told unless it clears soon");
-            self.timers.insert(Timer::Release(key), RELEASE_GRACE);
+            self.schedule_release(&key);
+        }
+    }
+
+    fn schedule_release(&mut self, key: &AlarmKey) {
+        let Some(open) = self.slots.get_mut(key).and_then(|s| s.open.as_mut()) else {
+            return;
+        };
+        match &open.release {
+            Some(t) => self.timers.reset(t, RELEASE_GRACE),
+            None => {
+                open.release = Some(
+                    self.timers
+                        .insert(Timer::Release(key.clone()), RELEASE_GRACE),
+                );
+            }
         }
     }
 
     fn release(&mut self, key: &AlarmKey) {
+        if let Some(o) = self.slots.get_mut(key).and_then(|s| s.open.as_mut()) {
+            // Fired: its key is no longer in the queue.
+            o.release = None;
+        }
         let Some(slot) = self.slots.get(key) else {
             return;
         };
@@ -993,12 +1052,18 @@ impl Engine {
         };
         open.row.suppressed = false;
         let row = open.row.clone();
-        info!(alarm = %key, id = row.id, "no longer explained by another alarm: told now");
-        self.save(
-            &row,
-            Some(&event_row(Utc::now(), EventKind::Raised, None, None)),
-        );
-        self.announce(key, EventKind::Raised, None, None);
+        // Told before it was suppressed, or acknowledged since: nothing new to say.
+        let news = !open.told && row.state == AlarmState::Unacked;
+        info!(alarm = %key, id = row.id, news, "no longer explained by another alarm");
+        let event = if news {
+            EventKind::Raised
+        } else {
+            EventKind::Unshelved
+        };
+        self.save(&row, Some(&event_row(Utc::now(), event, None, None)));
+        if news {
+            self.announce(key, EventKind::Raised, None, None);
+        }
         self.arm(key);
         self.update_sirens();
     }
@@ -1130,9 +1195,13 @@ impl Engine {
         let Some(open) = self.slots.get_mut(key).and_then(|s| s.open.as_mut()) else {
             return;
         };
-        for t in [open.escalate.take(), open.repeat.take()]
-            .into_iter()
-            .flatten()
+        for t in [
+            open.escalate.take(),
+            open.repeat.take(),
+            open.release.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             self.timers.remove(&t);
         }
@@ -1306,6 +1375,11 @@ impl Engine {
             if !self.maintenance.contains_key(&id) {
                 return Ok(());
             }
+            // Stored first: a device believed back in service but still out of service in the
+            // database would go silent again at the next restart.
+            self.store
+                .set_maintenance(None, &id)
+                .map_err(|e| CommandError::Store(e.to_string()))?;
             self.end_maintenance(&id);
             return Ok(());
         }
@@ -1355,7 +1429,7 @@ impl Engine {
                     Some(&reason),
                 )),
             );
-            self.withdraw(row.id);
+            let _ = self.withdraw(row.id);
             self.close_if_normal(&key);
             if was_source {
                 self.release_from(&key);
@@ -1455,10 +1529,12 @@ impl Engine {
         let Some(open) = slot.open.as_ref() else {
             return;
         };
-        if open.row.suppressed {
+        // A suppressed alarm is not news, unless its departments were told it was raised
+        // before: then its acknowledgement and end are.
+        let follow_up = matches!(kind, EventKind::Acknowledged | EventKind::Cleared);
+        if open.row.suppressed && !(open.told && follow_up) {
             return;
         }
-        let row = &open.row;
         let departments = if kind == EventKind::Escalated {
             &open.routing.escalate_to
         } else {
@@ -1474,9 +1550,18 @@ impl Engine {
                 }
             }
         }
+        if let Some(o) = self.slots.get_mut(key).and_then(|s| s.open.as_mut()) {
+            o.told = true;
+        }
         if targets.is_empty() {
             return;
         }
+        let Some(slot) = self.slots.get(key) else {
+            return;
+        };
+        let Some(row) = slot.open.as_ref().map(|o| &o.row) else {
+            return;
+        };
         let tz = self.cfg.tz;
         let mut push = Push {
             hub_id: self.cfg.hub_id.clone(),

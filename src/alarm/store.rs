@@ -454,15 +454,15 @@ impl AlarmStore {
     }
 
     /// Takes back pushes not yet sent (their alarm turned out to be explained by another);
-    /// returns them as (id, channel).
-    pub fn withdraw(&self, alarm: i64) -> rusqlite::Result<Vec<(i64, String)>> {
+    /// returns them as (id, channel, event).
+    pub fn withdraw(&self, alarm: i64) -> rusqlite::Result<Vec<(i64, String, String)>> {
         let c = self.conn();
         let mut st = c.prepare_cached(
             "UPDATE outbox SET state = 'withdrawn'
              WHERE alarm = ?1 AND state = 'pending' AND attempts = 0 AND urgent = 0
-             RETURNING id, channel",
+             RETURNING id, channel, event",
         )?;
-        let ids = st.query_map([alarm], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let ids = st.query_map([alarm], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         ids.collect()
     }
 

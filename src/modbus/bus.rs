@@ -549,9 +549,10 @@ impl ModbusBus {
                 warn!(device = %d.poller.id, %point, "counter went backwards (meter replaced or rolled over); consumption counts from the new value");
             }
             let error = (!result.errors.is_empty()).then(|| result.errors.join("; "));
-            // The bus is down when `offline_after` polls in a row, of at least two of its
-            // devices (its one device, if it has one), went unanswered: told before its
-            // devices' own verdicts, so that their comm alarms are explained, not pushed.
+            // The bus is down when `offline_after` polls in a row went unanswered and every
+            // device not already known to be offline was among them: a line where some meters
+            // are dead and others answer is not down. Usually decided within the first round,
+            // before the devices' own verdicts, so that their comm alarms are explained by it.
             let bus_online = if result.answered {
                 self.silent_polls = 0;
                 self.silent_devices.clear();
@@ -559,18 +560,34 @@ impl ModbusBus {
             } else {
                 self.silent_polls += 1;
                 self.silent_devices.insert(next);
-                let enough = self.silent_devices.len() >= self.devices.len().min(2);
-                (self.silent_polls >= offline_after && enough)
+                let all_silent = self
+                    .devices
+                    .iter()
+                    .enumerate()
+                    .all(|(i, d)| d.online == Some(false) || self.silent_devices.contains(&i));
+                (self.silent_polls >= offline_after && all_silent)
                     .then_some(false)
                     .or(self.bus_online)
             };
             if bus_online.is_some() && bus_online != self.bus_online {
+                let was_down = self.bus_online == Some(false);
                 self.bus_online = bus_online;
                 let online = bus_online == Some(true);
                 if online {
                     info!(bus = %self.id, "bus answers");
                 } else {
                     warn!(bus = %self.id, "bus offline: none of its devices answers");
+                }
+                if online && was_down {
+                    // The line is back: its devices in back-off are asked now, not minutes
+                    // later, so that their own verdicts follow the line's.
+                    let now = Instant::now();
+                    for (i, d) in self.devices.iter_mut().enumerate() {
+                        if i != next && d.online == Some(false) {
+                            d.offline_polls = 0;
+                            d.due = d.due.min(now);
+                        }
+                    }
                 }
                 hub.set_bus_online(&self.id, online);
             }

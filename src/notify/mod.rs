@@ -155,9 +155,10 @@ pub fn start(
             mobiles: c.mobiles.clone(),
             department_mobiles: department_mobiles.clone(),
             http: http.clone(),
+            // A configured limit keeps the service's own burst cap (Feishu: 5 a second).
             bucket: c
                 .rate_limit_per_min
-                .map(|n| (n, n.min(20)))
+                .map(|n| (n, default_rate(c.kind).map_or(n.min(20), |(_, b)| b.min(n))))
                 .or(default_rate(c.kind))
                 .map(|(per_min, burst)| Mutex::new(Bucket::new(per_min, burst, Instant::now()))),
         });
