@@ -190,6 +190,11 @@ departments = ["ops"]
         "{} DingTalk messages (fire + gateway expected)",
         ding_msgs.len()
     );
+    println!(
+        "storm: fire alarm after {latency:?}; {} webhook and {} DingTalk messages for {DEVICES} meters",
+        ops.len(),
+        ding_msgs.len()
+    );
     let texts: Vec<String> = ding_msgs
         .iter()
         .map(|r| r.json()["text"]["content"].as_str().unwrap().to_string())
