@@ -664,39 +664,35 @@ impl Engine {
             }
             HubEvent::Device { id, online, reason } => {
                 debug!(device = %id, online, reason = reason.as_deref().unwrap_or(""), "device status");
-                let Some(d) = self.cfg.devices.get(&id) else {
-                    return;
-                };
-                let keys: Vec<AlarmKey> = d
-                    .rules
-                    .iter()
-                    .filter(|r| r.cond == Cond::Offline)
-                    .map(|r| AlarmKey {
-                        scope: Scope::Device(id.clone()),
-                        rule: r.id.clone(),
-                        point: None,
-                    })
-                    .collect();
-                for key in keys {
-                    self.feed(&key, !online, serde_json::Value::Bool(online));
-                }
+                let rules = self.cfg.devices.get(&id).map(|d| {
+                    d.rules
+                        .iter()
+                        .filter(|r| r.cond == Cond::Offline)
+                        .map(|r| r.id.clone())
+                        .collect()
+                });
+                self.status(Scope::Device(id), rules.unwrap_or_default(), online);
             }
             HubEvent::Bus { id, online } => {
-                let Some(rules) = self.cfg.buses.get(&id) else {
-                    return;
-                };
-                let keys: Vec<AlarmKey> = rules
-                    .iter()
-                    .map(|r| AlarmKey {
-                        scope: Scope::Bus(id.clone()),
-                        rule: r.id.clone(),
-                        point: None,
-                    })
-                    .collect();
-                for key in keys {
-                    self.feed(&key, !online, serde_json::Value::Bool(online));
-                }
+                let rules = self
+                    .cfg
+                    .buses
+                    .get(&id)
+                    .map(|rules| rules.iter().map(|r| r.id.clone()).collect());
+                self.status(Scope::Bus(id), rules.unwrap_or_default(), online);
             }
+        }
+    }
+
+    /// A device or bus went offline or came back: its offline rules follow.
+    fn status(&mut self, scope: Scope, rules: Vec<Arc<str>>, online: bool) {
+        for rule in rules {
+            let key = AlarmKey {
+                scope: scope.clone(),
+                rule,
+                point: None,
+            };
+            self.feed(&key, !online, serde_json::Value::Bool(online));
         }
     }
 
