@@ -32,6 +32,8 @@ pub struct App {
     pub mqtt_subscribed: Option<tokio::sync::watch::Receiver<u64>>,
     pub alarms: Arc<AlarmStore>,
     pub engine: EngineHandle,
+    /// The uplink's queue (with `[uplink]`).
+    pub uplink: Option<Arc<crate::uplink::queue::UplinkQueue>>,
     /// Where the HTTP API listens (the configured address, with the port the OS gave for 0).
     pub api_addr: std::net::SocketAddr,
     sources: JoinSet<()>,
@@ -98,12 +100,15 @@ impl App {
             &mut services,
             stop_services.clone(),
         )?;
+        let uplink = crate::uplink::start(cfg, &mut services, stop_services.clone())?;
+        let uplink_feed = uplink.as_ref().map(|(f, _)| f.clone());
         let engine_cfg = EngineConfig::from_loaded(loaded);
         let (feed, events) = AlarmFeed::new(&engine_cfg);
-        let (engine, engine_task) =
-            Engine::new(engine_cfg, alarms.clone(), notifier).start(events, stop_services.clone());
+        let (engine, engine_task) = Engine::new(engine_cfg, alarms.clone(), notifier)
+            .with_uplink(uplink_feed.clone())
+            .start(events, stop_services.clone());
         services.spawn(engine_task);
-        let hub = Hub::with_alarms(devices, Some(tx), Some(feed));
+        let hub = Hub::with_feeds(devices, Some(tx), Some(feed), uplink_feed);
         let listener = tokio::net::TcpListener::bind(cfg.api.listen)
             .await
             .with_context(|| format!("api.listen: cannot listen on {}", cfg.api.listen))?;
@@ -157,6 +162,7 @@ impl App {
             alarms,
             engine,
             api_addr,
+            uplink: uplink.map(|(_, q)| q),
             sources,
             stop_sources,
             services,

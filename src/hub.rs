@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use crate::alarm::engine::AlarmFeed;
 use crate::config::Location;
 use crate::reading::{Reading, Value};
+use crate::uplink::UplinkFeed;
 
 /// What the rest of the hub knows of a configured device.
 #[derive(Debug, Clone, Serialize)]
@@ -80,6 +81,7 @@ pub struct Hub {
     devices: RwLock<HashMap<Arc<str>, DeviceState>>,
     store: Option<mpsc::Sender<Vec<Reading>>>,
     alarms: Option<AlarmFeed>,
+    uplink: Option<UplinkFeed>,
     readings: AtomicU64,
     dropped: AtomicU64,
     unrouted: AtomicU64,
@@ -87,14 +89,16 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(devices: Vec<DeviceInfo>, store: Option<mpsc::Sender<Vec<Reading>>>) -> Arc<Self> {
-        Self::with_alarms(devices, store, None)
+        Self::with_feeds(devices, store, None, None)
     }
 
-    /// A hub that also tells the alarm engine of watched readings and status changes.
-    pub fn with_alarms(
+    /// A hub that also tells the alarm engine of watched readings and status changes, and
+    /// hands readings and status changes to the uplink.
+    pub fn with_feeds(
         devices: Vec<DeviceInfo>,
         store: Option<mpsc::Sender<Vec<Reading>>>,
         alarms: Option<AlarmFeed>,
+        uplink: Option<UplinkFeed>,
     ) -> Arc<Self> {
         let devices = devices
             .into_iter()
@@ -116,6 +120,7 @@ impl Hub {
             devices: RwLock::new(devices),
             store,
             alarms,
+            uplink,
             readings: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             unrouted: AtomicU64::new(0),
@@ -148,6 +153,9 @@ impl Hub {
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         if let Some(a) = &self.alarms {
             a.readings(&batch);
+        }
+        if let Some(u) = &self.uplink {
+            u.readings(&batch).await;
         }
         if let Some(tx) = &self.store {
             let n = batch.len() as u64;
@@ -207,12 +215,15 @@ impl Hub {
             }
         });
         if let Some(online) = changed {
-            self.tell_alarms(device, online, None);
+            self.tell_status(device, online, None);
         }
         changed
     }
 
-    fn tell_alarms(&self, device: &str, online: bool, reason: Option<String>) {
+    fn tell_status(&self, device: &str, online: bool, reason: Option<String>) {
+        if let Some(u) = &self.uplink {
+            u.status(device, online);
+        }
         let Some(a) = &self.alarms else {
             return;
         };
@@ -266,7 +277,7 @@ impl Hub {
             }
         });
         if changed.is_some() {
-            self.tell_alarms(device, online, reason);
+            self.tell_status(device, online, reason);
         }
         changed
     }

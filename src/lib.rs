@@ -22,3 +22,4 @@ pub mod text;
 pub mod throttle;
 pub mod timeparse;
 pub mod tls;
+pub mod uplink;

@@ -444,7 +444,7 @@ async fn alarm_events(loaded: &parkhub::config::Loaded, secs: u64) -> Vec<HubEve
     let (feed, mut rx) = AlarmFeed::new(&cfg);
     let plain = hub_for(loaded);
     let devices = plain.devices().into_iter().map(|d| d.info).collect();
-    let hub = Hub::with_alarms(devices, None, Some(feed));
+    let hub = Hub::with_feeds(devices, None, Some(feed), None);
     let stop = CancellationToken::new();
     let tasks = run_buses(loaded, &hub, &stop);
     tokio::time::sleep(Duration::from_secs(secs)).await;

@@ -29,6 +29,8 @@ use super::{is_urgent, AlarmKey, AlarmState, Category, EventKind, Scope, Severit
 use crate::config::{Language, Loaded, Location, RouteConfig, RouteMatch};
 use crate::notify::{message, Notifier, Push};
 use crate::reading::{Reading, Value};
+use crate::uplink::record::AlarmOut;
+use crate::uplink::UplinkFeed;
 
 /// What the hub tells the engine.
 #[derive(Debug, Clone)]
@@ -400,6 +402,7 @@ pub struct Engine {
     cfg: EngineConfig,
     store: Arc<AlarmStore>,
     notifier: Notifier,
+    uplink: Option<UplinkFeed>,
     sirens: Vec<String>,
     slots: HashMap<AlarmKey, Slot>,
     by_id: HashMap<i64, AlarmKey>,
@@ -431,6 +434,7 @@ impl Engine {
             cfg,
             store,
             notifier,
+            uplink: None,
             sirens,
             slots: HashMap::new(),
             by_id: HashMap::new(),
@@ -442,6 +446,12 @@ impl Engine {
             next_group: start,
             next_synthetic: start,
         }
+    }
+
+    /// Sends every alarm transition to the cloud too.
+    pub fn with_uplink(mut self, uplink: Option<UplinkFeed>) -> Self {
+        self.uplink = uplink;
+        self
     }
 
     /// Starts the engine; returns the handle for commands and the task to spawn.
@@ -825,7 +835,8 @@ impl Engine {
         } else {
             EventKind::Raised
         };
-        row.id = match self.store.insert(&row, &event_row(now, kind, None, None)) {
+        let first = event_row(now, kind, None, None);
+        row.id = match self.store.insert(&row, &first) {
             Ok(id) => id,
             Err(e) => {
                 // The alarm still goes out; only its record is missing.
@@ -833,6 +844,7 @@ impl Engine {
                 self.synthetic_id()
             }
         };
+        self.up(&row, &first);
         info!(alarm = %key, id = row.id, severity = %rule.severity, suppressed, "alarm raised");
         let routing = route::route(&self.cfg.routes, &labels);
         if routing.departments.is_empty() {
@@ -1467,12 +1479,42 @@ impl Engine {
     // ---- pushes ----
 
     fn save(&self, row: &AlarmRow, ev: Option<&EventRow>) {
+        if let Some(ev) = ev {
+            self.up(row, ev);
+        }
         if row.id < 0 {
             return;
         }
         if let Err(e) = self.store.update(row, ev) {
             error!(alarm = row.id, error = %e, "cannot store an alarm's transition");
         }
+    }
+
+    /// An alarm's transition, to the cloud.
+    fn up(&self, row: &AlarmRow, ev: &EventRow) {
+        let Some(u) = &self.uplink else {
+            return;
+        };
+        let tz = self.cfg.tz;
+        u.alarm(&AlarmOut {
+            alarm_id: row.id.to_string(),
+            event: ev.event.clone(),
+            severity: row.severity.clone(),
+            category: row.category.clone(),
+            device_id: row.key.scope.id().to_string(),
+            point: row.key.point.as_deref().map(str::to_owned),
+            value: row
+                .value
+                .as_deref()
+                .and_then(|v| serde_json::from_str(v).ok())
+                .unwrap_or_default(),
+            state: row.state.as_str().into(),
+            message: row.message.clone(),
+            raised_at: row.raised_at.with_timezone(&tz).to_rfc3339(),
+            ts: ev.ts.with_timezone(&tz).to_rfc3339(),
+            who: ev.who.clone(),
+            comment: ev.comment.clone(),
+        });
     }
 
     fn synthetic_id(&mut self) -> i64 {

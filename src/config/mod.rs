@@ -441,10 +441,6 @@ impl DeviceConfig {
     }
 }
 
-fn yes() -> bool {
-    true
-}
-
 /// What a device may change of a profile point (or give for a point the profile lacks).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct PointOverride {
@@ -758,10 +754,42 @@ pub struct UplinkConfig {
     pub secret: Option<Secret>,
     #[serde(default = "default_uplink_interval")]
     pub interval_s: u64,
+    /// How long one attempt may take: a receiver that neither answers nor fails has failed.
+    #[serde(default = "default_uplink_timeout")]
+    pub timeout_s: u64,
+    /// Records in one batch at most.
+    #[serde(default = "default_batch_max")]
+    pub batch_max: usize,
+    /// Disk the waiting records may take; past it the oldest readings are shed.
+    #[serde(default = "default_backlog_mb")]
+    pub max_backlog_mb: u64,
+    /// Whether readings, alarm transitions and device status changes go up.
+    #[serde(default = "yes")]
+    pub readings: bool,
+    #[serde(default = "yes")]
+    pub alarms: bool,
+    #[serde(default = "yes")]
+    pub status: bool,
 }
 
 fn default_uplink_interval() -> u64 {
     10
+}
+
+fn default_uplink_timeout() -> u64 {
+    30
+}
+
+fn default_batch_max() -> usize {
+    5000
+}
+
+fn default_backlog_mb() -> u64 {
+    256
+}
+
+fn yes() -> bool {
+    true
 }
 
 pub const CATEGORIES: &[&str] = &[

@@ -990,6 +990,21 @@ fn check_uplink(c: &mut Check<'_, '_>, u: &UplinkConfig) {
         ),
     }
     check_range(c, at("interval_s"), clamp_i64(u.interval_s), 1, 86_400);
+    check_range(c, at("timeout_s"), clamp_i64(u.timeout_s), 1, 600);
+    check_range(
+        c,
+        at("batch_max"),
+        i64::try_from(u.batch_max).unwrap_or(i64::MAX),
+        1,
+        100_000,
+    );
+    check_range(
+        c,
+        at("max_backlog_mb"),
+        clamp_i64(u.max_backlog_mb),
+        1,
+        1_000_000,
+    );
     if let Some(t) = &u.token {
         if t.expose().is_empty() {
             c.err(at("token"), "token is empty");

@@ -223,7 +223,7 @@ fn transport(
     })
 }
 
-fn http_client() -> anyhow::Result<reqwest::Client> {
+pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
     let tls = match crate::tls::client_config(None, None, "push channels") {
         Ok(t) => t,
         Err(e) => {

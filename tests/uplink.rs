@@ -1,0 +1,373 @@
+//! The uplink against real receivers: an HTTP server on 127.0.0.1 that fails, stalls and
+//! recovers, the hub killed with -9 in the middle of its work, and mosquitto as the cloud's
+//! broker. In every case the receiver must see every `seq` from 1 with no gap, and any repeat
+//! must be an exact repeat.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode};
+use chrono::Utc;
+use common::{wait_until, Mosquitto, SimServer};
+use parkhub::reading::{Reading, Value};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "cloud-secret";
+const TOKEN: &str = "cloud-token";
+
+/// What the cloud got: each batch's body by `batch_id` (checking repeats are exact), and
+/// every `seq` seen.
+#[derive(Default)]
+struct Cloud {
+    batches: BTreeMap<String, Vec<u8>>,
+    seqs: Vec<i64>,
+    requests: usize,
+    repeats: usize,
+    problems: Vec<String>,
+}
+
+impl Cloud {
+    fn take(&mut self, body: Vec<u8>) {
+        let v: serde_json::Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return self.problems.push(format!("not JSON: {e}")),
+        };
+        let id = v["batch_id"].as_str().unwrap_or_default().to_string();
+        if let Some(before) = self.batches.get(&id) {
+            self.repeats += 1;
+            if *before != body {
+                self.problems
+                    .push(format!("batch {id} repeated with other content"));
+            }
+            return;
+        }
+        let (first, last) = (v["first_seq"].as_i64(), v["last_seq"].as_i64());
+        let mut seqs: Vec<i64> = ["readings", "alarms", "device_status"]
+            .iter()
+            .flat_map(|k| v[*k].as_array().cloned().unwrap_or_default())
+            .filter_map(|r| r["seq"].as_i64())
+            .collect();
+        seqs.sort_unstable();
+        let expected: Vec<i64> = match (first, last) {
+            (Some(f), Some(l)) => (f..=l).collect(),
+            _ => Vec::new(),
+        };
+        if seqs != expected {
+            self.problems.push(format!(
+                "batch {id}: seqs {seqs:?} are not {first:?}..={last:?}"
+            ));
+        }
+        self.seqs.extend(seqs);
+        self.batches.insert(id, body);
+    }
+
+    /// Every seq from 1 to the highest, once each.
+    fn complete(&self) -> Option<i64> {
+        let mut s = self.seqs.clone();
+        s.sort_unstable();
+        let n = s.len() as i64;
+        (s.iter().copied().eq(1..=n)).then_some(n)
+    }
+}
+
+/// A cloud receiver answering as `answer(n)` says for its n-th request (from 0): a status, or
+/// a stall longer than the hub's timeout.
+async fn receiver(
+    answer: impl Fn(usize) -> Option<StatusCode> + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Cloud>>) {
+    let cloud = Arc::new(Mutex::new(Cloud::default()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let answer = Arc::new(answer);
+    let c = cloud.clone();
+    let take = move |headers: HeaderMap, body: axum::body::Bytes| {
+        let (cloud, count, answer) = (c.clone(), count.clone(), answer.clone());
+        async move {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let h = |k: &str| {
+                headers
+                    .get(k)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let ts: i64 = h("x-parkhub-timestamp").parse().unwrap_or_default();
+            let mut problems = Vec::new();
+            if h("authorization") != format!("Bearer {TOKEN}") {
+                problems.push("wrong bearer token".to_string());
+            }
+            if h("x-parkhub-signature")
+                != parkhub::notify::channel::webhook_signature(SECRET, ts, &body)
+            {
+                problems.push("bad signature".into());
+            }
+            if (Utc::now().timestamp() - ts).abs() > 300 {
+                problems.push("stale timestamp".into());
+            }
+            let json = if h("content-encoding") == "gzip" {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(&body[..])
+                    .read_to_end(&mut out)
+                    .map(|_| out)
+                    .unwrap_or_default()
+            } else {
+                body.to_vec()
+            };
+            let verdict = answer(n);
+            {
+                let mut cloud = cloud.lock().unwrap();
+                cloud.requests += 1;
+                cloud.problems.extend(problems);
+                // A stalled answer still reaches the cloud: the hub, having timed out, must
+                // send the very same batch again.
+                if verdict != Some(StatusCode::SERVICE_UNAVAILABLE) {
+                    cloud.take(json);
+                }
+            }
+            match verdict {
+                Some(status) => status,
+                None => {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    StatusCode::OK
+                }
+            }
+        }
+    };
+    let app = axum::Router::new().route("/ingest", axum::routing::post(take));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ingest", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, cloud)
+}
+
+fn config(dir: &std::path::Path, uplink: &str) -> String {
+    format!(
+        r#"
+[hub]
+id = "hz-up"
+data_dir = "{}"
+
+[api]
+listen = "127.0.0.1:0"
+
+[uplink]
+{uplink}
+token = "{TOKEN}"
+secret = "{SECRET}"
+interval_s = 1
+timeout_s = 1
+batch_max = 200
+"#,
+        dir.display()
+    )
+}
+
+fn reading(i: usize) -> Reading {
+    Reading {
+        device: "em-1".into(),
+        point: "energy_import".into(),
+        ts: Utc::now(),
+        value: Value::Number(1000.0 + i as f64 / 10.0),
+        unit: Some("kWh".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_reaches_a_flaky_receiver_once_in_order_and_repeats_are_exact() {
+    // Every third request refused, every seventh stalled past the hub's timeout.
+    let (url, cloud) = receiver(|n| match n % 7 {
+        3 => None,
+        _ if n % 3 == 1 => Some(StatusCode::SERVICE_UNAVAILABLE),
+        _ => Some(StatusCode::OK),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = common::load(
+        &config(dir.path(), &format!("kind = \"http\"\nurl = \"{url}\"")),
+        dir.path(),
+    );
+    let stop = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let (feed, queue) = parkhub::uplink::start(&loaded.config, &mut tasks, stop.clone())
+        .unwrap()
+        .unwrap();
+    let total = 1000;
+    for chunk in (0..total).collect::<Vec<_>>().chunks(100) {
+        let batch: Vec<Reading> = chunk.iter().map(|&i| reading(i)).collect();
+        feed.readings(&batch).await;
+        feed.status("em-2", chunk[0] % 200 != 0);
+    }
+    let expected = (total + 10) as i64;
+    wait_until(Duration::from_secs(60), "every record delivered", || {
+        cloud.lock().unwrap().complete() == Some(expected)
+    })
+    .await;
+    {
+        let c = cloud.lock().unwrap();
+        assert!(c.problems.is_empty(), "{:#?}", c.problems);
+        assert!(c.repeats >= 1, "the stalled batches came again");
+        assert!(c.requests > c.batches.len(), "failures were retried");
+    }
+    // The last batch may have reached the cloud on a stalled answer: the hub sends it again
+    // before it counts it delivered.
+    wait_until(Duration::from_secs(30), "the queue empties", || {
+        queue.backlog().unwrap() == 0
+    })
+    .await;
+    assert!(cloud.lock().unwrap().problems.is_empty());
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_killed_with_minus_9_again_and_again_leaves_no_gap_in_seq() {
+    let (url, cloud) = receiver(|n| {
+        if n % 4 == 2 {
+            Some(StatusCode::SERVICE_UNAVAILABLE)
+        } else {
+            Some(StatusCode::OK)
+        }
+    })
+    .await;
+    let server = SimServer::start(&[(1, "eastron-sdm120"), (2, "chint-dtsu666")], false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("parkhub.toml");
+    let text = config(
+        &dir.path().join("data"),
+        &format!("kind = \"http\"\nurl = \"{url}\""),
+    ) + &format!(
+        r#"
+[[bus]]
+id = "gw"
+kind = "tcp"
+address = "{}"
+[[device]]
+id = "m1"
+profile = "eastron-sdm120"
+bus = "gw"
+unit = 1
+poll_interval_s = 1
+[[device]]
+id = "m2"
+profile = "chint-dtsu666"
+bus = "gw"
+unit = 2
+poll_interval_s = 1
+"#,
+        server.addr
+    );
+    std::fs::write(&config_path, text).unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_parkhub"))
+            .args(["run", "--config", config_path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    for round in 0..3 {
+        let mut hub = run();
+        let before = cloud.lock().unwrap().seqs.len();
+        wait_until(Duration::from_secs(20), "batches arrive", || {
+            cloud.lock().unwrap().seqs.len() > before + 40
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(173 * (round + 1))).await;
+        hub.kill().unwrap(); // SIGKILL, in the middle of polling, queueing and sending
+        hub.wait().unwrap();
+    }
+    // A last run drains what the killed ones queued.
+    let mut hub = run();
+    let db = dir
+        .path()
+        .join("data")
+        .join(parkhub::uplink::queue::DB_FILE);
+    let drained = || {
+        rusqlite::Connection::open(&db)
+            .and_then(|c| c.query_row("SELECT count(*) FROM queue", [], |r| r.get::<_, i64>(0)))
+            .is_ok_and(|n| n < 60)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !drained() {
+        assert!(Instant::now() < deadline, "the backlog did not drain");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &hub.id().to_string()])
+        .status();
+    let _ = hub.wait();
+
+    let c = cloud.lock().unwrap();
+    assert!(c.problems.is_empty(), "{:#?}", c.problems);
+    let n = c.complete().unwrap_or_else(|| {
+        let mut s = c.seqs.clone();
+        s.sort_unstable();
+        panic!(
+            "a gap or a duplicate in {} seqs: {:?}…",
+            s.len(),
+            &s[..s.len().min(50)]
+        )
+    });
+    assert!(n > 150, "only {n} records");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mqtt_uplink_publishes_batches_to_the_cloud_broker_with_qos_1() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let broker = Mosquitto::start("allow_anonymous true");
+    let mut o = MqttOptions::new("cloud", "127.0.0.1", broker.port);
+    o.set_max_packet_size(16 << 20, 1 << 20);
+    let (client, mut events) = AsyncClient::new(o, 64);
+    client
+        .subscribe("parkhub/hz-up/up", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let cloud = Arc::new(Mutex::new(Cloud::default()));
+    let subscribed = Arc::new(tokio::sync::Notify::new());
+    let (c, s) = (cloud.clone(), subscribed.clone());
+    tokio::spawn(async move {
+        while let Ok(ev) = events.poll().await {
+            match ev {
+                Event::Incoming(Packet::SubAck(_)) => s.notify_one(),
+                Event::Incoming(Packet::Publish(p)) => c.lock().unwrap().take(p.payload.to_vec()),
+                _ => {}
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), subscribed.notified())
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = common::load(
+        &config(
+            dir.path(),
+            &format!(
+                "kind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{}\"",
+                broker.port
+            ),
+        ),
+        dir.path(),
+    );
+    let stop = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let (feed, _) = parkhub::uplink::start(&loaded.config, &mut tasks, stop.clone())
+        .unwrap()
+        .unwrap();
+    let batch: Vec<Reading> = (0..500).map(reading).collect();
+    feed.readings(&batch).await;
+    feed.status("em-1", false);
+    wait_until(Duration::from_secs(20), "every record published", || {
+        cloud.lock().unwrap().complete() == Some(501)
+    })
+    .await;
+    assert!(cloud.lock().unwrap().problems.is_empty());
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+}
