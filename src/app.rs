@@ -100,10 +100,15 @@ impl App {
             &mut services,
             stop_services.clone(),
         )?;
-        let uplink = crate::uplink::start(cfg, &mut services, stop_services.clone())?;
-        let uplink_feed = uplink.as_ref().map(|(f, _)| f.clone());
         let engine_cfg = EngineConfig::from_loaded(loaded);
         let (feed, events) = AlarmFeed::new(&engine_cfg);
+        let uplink = crate::uplink::start(
+            loaded,
+            Some(feed.clone()),
+            &mut services,
+            stop_services.clone(),
+        )?;
+        let uplink_feed = uplink.as_ref().map(|(f, _)| f.clone());
         let (engine, engine_task) = Engine::new(engine_cfg, alarms.clone(), notifier)
             .with_uplink(uplink_feed.clone())
             .start(events, stop_services.clone());

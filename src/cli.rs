@@ -53,6 +53,12 @@ pub enum Command {
     },
     /// Export the history of one point.
     History(HistoryArgs),
+    /// Send one test batch to the cloud and say whether its URL, token and signature work.
+    UplinkTest {
+        /// The hub's config.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

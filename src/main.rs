@@ -43,6 +43,9 @@ fn main() -> ExitCode {
         Command::Run { config } => {
             runtime().and_then(|rt| rt.block_on(commands::run::run(&config)))
         }
+        Command::UplinkTest { config } => {
+            runtime().and_then(|rt| rt.block_on(commands::uplink_test::run(&config)))
+        }
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(commands::demo::run(args))),
         Command::Probe(args) => runtime().and_then(|rt| rt.block_on(commands::probe::probe(args))),
         Command::Scan(args) => runtime().and_then(|rt| rt.block_on(commands::probe::scan(args))),

@@ -465,7 +465,7 @@ fn status(events: &[HubEvent]) -> Vec<String> {
         .filter_map(|e| match e {
             HubEvent::Bus { id, online } => Some(format!("bus {id} {online}")),
             HubEvent::Device { id, online, .. } => Some(format!("device {id} {online}")),
-            HubEvent::Readings(_) => None,
+            _ => None,
         })
         .collect()
 }

@@ -194,7 +194,7 @@ async fn every_record_reaches_a_flaky_receiver_once_in_order_and_repeats_are_exa
     );
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let (feed, queue) = parkhub::uplink::start(&loaded.config, &mut tasks, stop.clone())
+    let (feed, queue) = parkhub::uplink::start(&loaded, None, &mut tasks, stop.clone())
         .unwrap()
         .unwrap();
     let total = 1000;
@@ -357,7 +357,7 @@ async fn the_mqtt_uplink_publishes_batches_to_the_cloud_broker_with_qos_1() {
     );
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let (feed, _) = parkhub::uplink::start(&loaded.config, &mut tasks, stop.clone())
+    let (feed, _) = parkhub::uplink::start(&loaded, None, &mut tasks, stop.clone())
         .unwrap()
         .unwrap();
     let batch: Vec<Reading> = (0..500).map(reading).collect();
@@ -370,4 +370,202 @@ async fn the_mqtt_uplink_publishes_batches_to_the_cloud_broker_with_qos_1() {
     assert!(cloud.lock().unwrap().problems.is_empty());
     stop.cancel();
     while tasks.join_next().await.is_some() {}
+}
+
+/// A receiver that refuses everything until `open` is set.
+async fn gated() -> (
+    String,
+    Arc<Mutex<Cloud>>,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let o = open.clone();
+    let (url, cloud) = receiver(move |_| {
+        Some(if o.load(Ordering::SeqCst) {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        })
+    })
+    .await;
+    (url, cloud, open)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_long_outage_the_backlog_drains_oldest_first_while_live_records_keep_coming() {
+    let (url, cloud, open) = gated().await;
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = common::load(
+        &config(
+            dir.path(),
+            &format!("kind = \"http\"\nurl = \"{url}\"\nbatch_max = 5000"),
+        )
+        .replace("batch_max = 200\n", ""),
+        dir.path(),
+    );
+    let stop = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let (feed, queue) = parkhub::uplink::start(&loaded, None, &mut tasks, stop.clone())
+        .unwrap()
+        .unwrap();
+    // Hours of a park's readings while the link is down.
+    let outage = 60_000;
+    for chunk in (0..outage).collect::<Vec<_>>().chunks(1000) {
+        let batch: Vec<Reading> = chunk.iter().map(|&i| reading(i)).collect();
+        feed.readings(&batch).await;
+    }
+    wait_until(Duration::from_secs(10), "all queued", || {
+        queue.backlog().unwrap() == outage as i64
+    })
+    .await;
+    assert_eq!(cloud.lock().unwrap().seqs.len(), 0);
+
+    open.store(true, Ordering::SeqCst);
+    // Live data while it drains: a status change goes in behind the backlog.
+    feed.status("em-9", false);
+    let total = outage as i64 + 1;
+    wait_until(Duration::from_secs(60), "the backlog drained", || {
+        cloud.lock().unwrap().complete() == Some(total)
+    })
+    .await;
+    let c = cloud.lock().unwrap();
+    assert!(c.problems.is_empty(), "{:#?}", c.problems);
+    // Oldest first: batches arrived in seq order.
+    let firsts: Vec<i64> = c
+        .batches
+        .values()
+        .map(|b| {
+            serde_json::from_slice::<serde_json::Value>(b).unwrap()["first_seq"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    let mut sorted = firsts.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted.len(), firsts.len());
+    assert!(
+        c.batches.len() <= 14,
+        "{} batches for {total} records",
+        c.batches.len()
+    );
+    drop(c);
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_disk_cap_the_queue_sheds_the_oldest_readings_never_status_and_raises_an_alarm() {
+    use parkhub::alarm::engine::{AlarmFeed, EngineConfig, HubEvent};
+    let (url, cloud, open) = gated().await;
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = common::load(
+        &config(
+            dir.path(),
+            &format!("kind = \"http\"\nurl = \"{url}\"\nmax_backlog_mb = 1"),
+        ),
+        dir.path(),
+    );
+    let (alarms, mut alarm_events) = AlarmFeed::new(&EngineConfig::from_loaded(&loaded));
+    let stop = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let (feed, queue) = parkhub::uplink::start(&loaded, Some(alarms), &mut tasks, stop.clone())
+        .unwrap()
+        .unwrap();
+    let total = 40_000;
+    for chunk in (0..total).collect::<Vec<_>>().chunks(1000) {
+        let batch: Vec<Reading> = chunk.iter().map(|&i| reading(i)).collect();
+        feed.readings(&batch).await;
+        feed.status("em-2", chunk[0] % 2000 == 0);
+    }
+    wait_until(Duration::from_secs(10), "readings shed", || {
+        queue.shed_total().unwrap() > 0
+    })
+    .await;
+    let raised = tokio::time::timeout(Duration::from_secs(5), alarm_events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&raised, HubEvent::Hub { rule, active: true } if &**rule == "uplink_backlog"),
+        "{raised:?}"
+    );
+
+    open.store(true, Ordering::SeqCst);
+    let shed = queue.shed_total().unwrap();
+    let expected = total as i64 + 40 - shed;
+    wait_until(Duration::from_secs(60), "what was kept arrives", || {
+        cloud.lock().unwrap().complete() == Some(expected)
+    })
+    .await;
+    let c = cloud.lock().unwrap();
+    assert!(c.problems.is_empty(), "{:#?}", c.problems);
+    let statuses: usize = c
+        .batches
+        .values()
+        .map(|b| {
+            serde_json::from_slice::<serde_json::Value>(b).unwrap()["device_status"]
+                .as_array()
+                .map_or(0, Vec::len)
+        })
+        .sum();
+    assert_eq!(statuses, 40, "no status change was shed");
+    drop(c);
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+}
+
+/// `parkhub uplink-test` on a config whose uplink goes to `url` (blocking: the receivers run
+/// on the test's other worker thread).
+fn uplink_test(url: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("parkhub.toml");
+    std::fs::write(
+        &path,
+        config(
+            &dir.path().join("data"),
+            &format!("kind = \"http\"\nurl = \"{url}\""),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_parkhub"))
+        .args(["uplink-test", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uplink_test_tells_the_installer_plainly_whether_the_cloud_took_a_batch() {
+    let (good, cloud) = receiver(|_| Some(StatusCode::OK)).await;
+    let (code, text) = uplink_test(&good);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("uplink OK: POST http://"), "{text}");
+    assert!(text.contains("token and signature accepted"), "{text}");
+    {
+        let c = cloud.lock().unwrap();
+        assert!(
+            c.problems.is_empty(),
+            "signed and with the token: {:?}",
+            c.problems
+        );
+        assert!(c.seqs.is_empty(), "a test batch uses no seq");
+    }
+
+    let (refusing, _) = receiver(|_| Some(StatusCode::UNAUTHORIZED)).await;
+    let (code, text) = uplink_test(&refusing);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("uplink FAILED") && text.contains("HTTP 401"),
+        "{text}"
+    );
+    assert!(text.contains("check uplink.token"), "{text}");
+    assert!(!text.contains(TOKEN) && !text.contains(SECRET), "{text}");
+
+    let nobody = format!("http://127.0.0.1:{}/ingest", common::free_port());
+    let (code, text) = uplink_test(&nobody);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("check the host and port"), "{text}");
 }

@@ -45,6 +45,8 @@ pub enum HubEvent {
     },
     /// A bus (an RS-485 line, a gateway) went down or came back.
     Bus { id: Arc<str>, online: bool },
+    /// A condition of the hub itself (`rule`) holds or is gone.
+    Hub { rule: Arc<str>, active: bool },
 }
 
 /// The hub's side of the engine: it forwards readings of watched points and status changes.
@@ -106,6 +108,13 @@ impl AlarmFeed {
 
     pub fn bus(&self, id: Arc<str>, online: bool) {
         let _ = self.tx.send(HubEvent::Bus { id, online });
+    }
+
+    pub fn hub(&self, rule: &str, active: bool) {
+        let _ = self.tx.send(HubEvent::Hub {
+            rule: Arc::from(rule),
+            active,
+        });
     }
 }
 
@@ -250,6 +259,8 @@ pub struct EngineConfig {
     pub language: Language,
     pub devices: HashMap<Arc<str>, DeviceMeta>,
     pub buses: HashMap<Arc<str>, Vec<Arc<Rule>>>,
+    /// The hub's own rules (its uplink).
+    pub hub_rules: Vec<Arc<Rule>>,
     pub routes: Vec<Route>,
     pub inhibits: Vec<Inhibit>,
     /// Department → its channels.
@@ -327,6 +338,7 @@ impl EngineConfig {
             language: cfg.hub.language,
             devices,
             buses,
+            hub_rules: vec![Arc::new(super::rules::uplink_backlog_rule())],
             routes: cfg.routes.iter().map(route_of).collect(),
             inhibits,
             departments: cfg
@@ -639,6 +651,16 @@ impl Engine {
                     Some(id.to_string()),
                 )
             }
+            Scope::Hub(id) => {
+                let rule = self.cfg.hub_rules.iter().find(|r| r.id == key.rule)?;
+                (
+                    rule.clone(),
+                    id.to_string(),
+                    Location::default(),
+                    id.to_string(),
+                    None,
+                )
+            }
         };
         let labels = Labels {
             category: rule.category,
@@ -690,6 +712,14 @@ impl Engine {
                     .get(&id)
                     .map(|rules| rules.iter().map(|r| r.id.clone()).collect());
                 self.status(Scope::Bus(id), rules.unwrap_or_default(), online);
+            }
+            HubEvent::Hub { rule, active } => {
+                let key = AlarmKey {
+                    scope: Scope::Hub(Arc::from(self.cfg.hub_id.as_str())),
+                    rule,
+                    point: None,
+                };
+                self.feed(&key, active, serde_json::Value::Bool(active));
             }
         }
     }

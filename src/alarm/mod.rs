@@ -166,17 +166,19 @@ pub fn is_urgent(severity: Severity, category: Category) -> bool {
     severity == Severity::Critical || category == Category::Fire
 }
 
-/// What an alarm watches: a device, or a whole bus (a gateway or RS-485 line).
+/// What an alarm watches: a device, a whole bus (a gateway or RS-485 line), or the hub itself
+/// (its uplink).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
     Device(Arc<str>),
     Bus(Arc<str>),
+    Hub(Arc<str>),
 }
 
 impl Scope {
     pub fn id(&self) -> &Arc<str> {
         match self {
-            Scope::Device(id) | Scope::Bus(id) => id,
+            Scope::Device(id) | Scope::Bus(id) | Scope::Hub(id) => id,
         }
     }
 
@@ -184,6 +186,7 @@ impl Scope {
         match self {
             Scope::Device(_) => "device",
             Scope::Bus(_) => "bus",
+            Scope::Hub(_) => "hub",
         }
     }
 }

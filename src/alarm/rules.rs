@@ -111,6 +111,19 @@ pub fn bus_offline_rule() -> Rule {
     }
 }
 
+/// The hub's own rule: its uplink backlog outgrew its disk cap and readings are being shed.
+pub const UPLINK_BACKLOG: &str = "uplink_backlog";
+
+pub fn uplink_backlog_rule() -> Rule {
+    Rule {
+        id: Arc::from(UPLINK_BACKLOG),
+        message: "上云积压超过磁盘上限，最旧的读数被丢弃".into(),
+        message_en: "Uplink backlog over its disk cap: the oldest readings are being dropped"
+            .into(),
+        ..offline_rule()
+    }
+}
+
 /// A profile's default alarm as a rule (the profile loader has checked it).
 pub fn from_profile(a: &AlarmSpec) -> Rule {
     let cond = match &a.condition {

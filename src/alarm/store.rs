@@ -190,10 +190,10 @@ fn key_parts(k: &AlarmKey) -> (&'static str, &str, &str, &str) {
 
 fn key_of(scope: &str, source: String, rule: String, point: String) -> AlarmKey {
     AlarmKey {
-        scope: if scope == "bus" {
-            Scope::Bus(source.into())
-        } else {
-            Scope::Device(source.into())
+        scope: match scope {
+            "bus" => Scope::Bus(source.into()),
+            "hub" => Scope::Hub(source.into()),
+            _ => Scope::Device(source.into()),
         },
         rule: rule.into(),
         point: (!point.is_empty()).then(|| point.into()),

@@ -6,6 +6,7 @@ pub mod history;
 pub mod probe;
 pub mod profiles;
 pub mod run;
+pub mod uplink_test;
 
 use std::process::ExitCode;
 

@@ -770,6 +770,28 @@ pub struct UplinkConfig {
     pub alarms: bool,
     #[serde(default = "yes")]
     pub status: bool,
+    /// Which readings go up and how often; the first entry that matches a reading decides.
+    #[serde(default)]
+    pub point: Vec<UplinkPoint>,
+}
+
+/// A choice of readings for the uplink: those of these devices, profiles, profile categories
+/// and points (each left out: any), at most one per point per `every_s`, or none.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UplinkPoint {
+    #[serde(default)]
+    pub device: Option<OneOrMany>,
+    #[serde(default)]
+    pub profile: Option<OneOrMany>,
+    #[serde(default)]
+    pub category: Option<OneOrMany>,
+    #[serde(default, rename = "point")]
+    pub name: Option<OneOrMany>,
+    /// The first reading of each `every_s` slot of the clock (0: every reading).
+    #[serde(default)]
+    pub every_s: u64,
+    #[serde(default = "yes")]
+    pub enabled: bool,
 }
 
 fn default_uplink_interval() -> u64 {

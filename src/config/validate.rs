@@ -95,7 +95,8 @@ pub(crate) fn validate(
     check_notify(&mut c, parts);
     check_alarms(&mut c, parts, profiles, &mut resolved);
     if let Some(u) = &parts.uplink {
-        check_uplink(&mut c, u);
+        let devices: Vec<&str> = parts.devices.iter().map(|(_, d)| d.id.as_str()).collect();
+        check_uplink(&mut c, u, &devices, profiles);
     }
     resolved
 }
@@ -969,7 +970,12 @@ fn check_alarms(
     }
 }
 
-fn check_uplink(c: &mut Check<'_, '_>, u: &UplinkConfig) {
+fn check_uplink(
+    c: &mut Check<'_, '_>,
+    u: &UplinkConfig,
+    devices: &[&str],
+    profiles: &ProfileRegistry,
+) {
     let at = |k: &str| KeyPath::from("uplink").key(k);
     let schemes: &[&str] = match u.kind {
         UplinkKind::Http => &["http", "https"],
@@ -1009,5 +1015,24 @@ fn check_uplink(c: &mut Check<'_, '_>, u: &UplinkConfig) {
         if t.expose().is_empty() {
             c.err(at("token"), "token is empty");
         }
+    }
+    for (i, p) in u.point.iter().enumerate() {
+        let at = |k: &str| KeyPath::from("uplink").key("point").index(i).key(k);
+        for d in p.device.as_ref().map(OneOrMany::values).unwrap_or_default() {
+            if !devices.contains(&d) {
+                c.err(at("device"), format!("no device `{d}`"));
+            }
+        }
+        for id in p
+            .profile
+            .as_ref()
+            .map(OneOrMany::values)
+            .unwrap_or_default()
+        {
+            if profiles.get(id).is_none() {
+                c.err(at("profile"), format!("no profile `{id}`"));
+            }
+        }
+        check_range(c, at("every_s"), clamp_i64(p.every_s), 0, 86_400);
     }
 }

@@ -8,7 +8,8 @@
 pub mod queue;
 pub mod record;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -20,7 +21,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{Config, UplinkConfig, UplinkKind};
+use crate::alarm::engine::AlarmFeed;
+use crate::alarm::rules::UPLINK_BACKLOG;
+use crate::config::{Loaded, UplinkConfig, UplinkKind};
 use crate::mqtt::publisher::Publisher;
 use crate::reading::Reading;
 use queue::{Batch, UplinkQueue};
@@ -30,11 +33,77 @@ use record::Record;
 /// Batches of readings waiting for the queue's writer; beyond this the hub's sources wait.
 const FEED_QUEUE: usize = 64;
 
+/// `[[uplink.point]]`, resolved: which readings go up and how often.
+#[derive(Debug, Clone)]
+struct Choice {
+    devices: Option<Vec<String>>,
+    profiles: Option<Vec<String>>,
+    categories: Option<Vec<String>>,
+    points: Option<Vec<String>>,
+    every_s: i64,
+    enabled: bool,
+}
+
+fn list(v: &Option<crate::config::OneOrMany>) -> Option<Vec<String>> {
+    v.as_ref()
+        .map(|v| v.values().into_iter().map(str::to_owned).collect())
+}
+
+fn named(list: &Option<Vec<String>>, x: &str) -> bool {
+    list.as_ref().is_none_or(|l| l.iter().any(|v| v == x))
+}
+
+/// Decides, reading by reading, what goes up.
+#[derive(Debug, Default)]
+struct Selection {
+    choices: Vec<Choice>,
+    /// Each device's profile and its category.
+    devices: HashMap<String, (String, String)>,
+    /// The clock slot of the last reading sent, per point with an interval.
+    sent: Mutex<HashMap<(Arc<str>, Arc<str>), i64>>,
+}
+
+impl Selection {
+    fn choice(&self, device: &str, point: &str) -> Option<&Choice> {
+        let (profile, category) = self.devices.get(device)?;
+        self.choices.iter().find(|c| {
+            named(&c.devices, device)
+                && named(&c.profiles, profile)
+                && named(&c.categories, category)
+                && named(&c.points, point)
+        })
+    }
+
+    fn wants(&self, r: &Reading) -> bool {
+        match self.choice(&r.device, &r.point) {
+            None => true,
+            Some(c) if !c.enabled => false,
+            Some(c) if c.every_s <= 0 => true,
+            Some(c) => {
+                // The first reading of each slot of the clock: energy counters every 15 min
+                // arrive at :00, :15, :30 and :45, whatever the poll interval.
+                let slot = r.ts.timestamp().div_euclid(c.every_s);
+                let mut sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
+                let last = sent
+                    .entry((r.device.clone(), r.point.clone()))
+                    .or_insert(i64::MIN);
+                if slot > *last {
+                    *last = slot;
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+}
+
 /// The hub's side of the uplink: what goes up is handed over here, in order.
 #[derive(Debug, Clone)]
 pub struct UplinkFeed {
     readings: Option<mpsc::Sender<Vec<Record>>>,
     events: mpsc::UnboundedSender<Record>,
+    selection: Arc<Selection>,
     alarms: bool,
     status: bool,
     tz: Tz,
@@ -44,7 +113,14 @@ impl UplinkFeed {
     /// Readings: waits when the queue's writer is behind (back-pressure, as for history).
     pub async fn readings(&self, batch: &[Reading]) {
         if let Some(tx) = &self.readings {
-            let records = batch.iter().map(|r| record::reading(r, self.tz)).collect();
+            let records: Vec<Record> = batch
+                .iter()
+                .filter(|r| self.selection.wants(r))
+                .map(|r| record::reading(r, self.tz))
+                .collect();
+            if records.is_empty() {
+                return;
+            }
             // Closed only at shutdown; what was not queued then is in history.
             let _ = tx.send(records).await;
         }
@@ -145,13 +221,36 @@ pub struct Uplink {
 }
 
 /// Opens the queue and starts the uplink's writer and sender; `None` without `[uplink]`.
+/// `alarms` hears of the backlog outgrowing its disk cap.
 pub fn start(
-    cfg: &Config,
+    loaded: &Loaded,
+    alarms: Option<AlarmFeed>,
     tasks: &mut JoinSet<()>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Option<(UplinkFeed, Arc<UplinkQueue>)>> {
+    let cfg = &loaded.config;
     let Some(u) = &cfg.uplink else {
         return Ok(None);
+    };
+    let selection = Selection {
+        choices: u
+            .point
+            .iter()
+            .map(|p| Choice {
+                devices: list(&p.device),
+                profiles: list(&p.profile),
+                categories: list(&p.category),
+                points: list(&p.name),
+                every_s: i64::try_from(p.every_s).unwrap_or(i64::MAX),
+                enabled: p.enabled,
+            })
+            .collect(),
+        devices: loaded
+            .device_profiles
+            .iter()
+            .map(|(d, p)| (d.clone(), (p.id.clone(), p.category.clone())))
+            .collect(),
+        sent: Mutex::default(),
     };
     let path = cfg.hub.data_dir.join(queue::DB_FILE);
     let queue =
@@ -165,6 +264,7 @@ pub fn start(
         (readings_rx, events_rx),
         wake.clone(),
         (u.batch_max, u.max_backlog_mb),
+        alarms,
         shutdown.clone(),
     ));
     let uplink = Uplink {
@@ -179,12 +279,39 @@ pub fn start(
         UplinkFeed {
             readings: u.readings.then_some(readings_tx),
             events: events_tx,
+            selection: Arc::new(selection),
             alarms: u.alarms,
             status: u.status,
             tz: cfg.hub.timezone.0,
         },
         queue,
     )))
+}
+
+/// Sends one test batch (no records, `"test": true`) the way the uplink sends: for
+/// `parkhub uplink-test`. Returns how long the receiver took to take it, or why it did not.
+pub async fn test(loaded: &Loaded) -> anyhow::Result<Result<Duration, String>> {
+    let cfg = &loaded.config;
+    let u = cfg.uplink.as_ref().context("the config has no [uplink]")?;
+    let shutdown = CancellationToken::new();
+    let sender = sender(u, &cfg.hub.id, &shutdown)?;
+    let now = Utc::now();
+    let body = serde_json::to_vec(&serde_json::json!({
+        "hub_id": cfg.hub.id,
+        "batch_id": format!("{}-test-{}", cfg.hub.id, now.timestamp()),
+        "test": true,
+        "sent_at": now.with_timezone(&cfg.hub.timezone.0).to_rfc3339(),
+        "readings": [],
+        "alarms": [],
+        "device_status": [],
+    }))?;
+    let started = std::time::Instant::now();
+    let result = sender
+        .send(&body, Duration::from_secs(u.timeout_s))
+        .await
+        .map(|()| started.elapsed());
+    shutdown.cancel();
+    Ok(result)
 }
 
 fn sender(u: &UplinkConfig, hub_id: &str, shutdown: &CancellationToken) -> anyhow::Result<Sender> {
@@ -232,6 +359,7 @@ async fn write(
     (mut readings, mut events): (mpsc::Receiver<Vec<Record>>, mpsc::UnboundedReceiver<Record>),
     wake: Arc<Notify>,
     (batch_max, max_backlog_mb): (usize, u64),
+    alarms: Option<AlarmFeed>,
     shutdown: CancellationToken,
 ) {
     let cap = i64::try_from(max_backlog_mb.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
@@ -281,12 +409,20 @@ async fn write(
         }
         if since_check >= 10_000 {
             since_check = 0;
-            shedding = shed(&queue, cap, shedding);
+            let now = shed(&queue, cap, shedding);
+            if now != shedding {
+                if let Some(a) = &alarms {
+                    a.hub(UPLINK_BACKLOG, now);
+                }
+                shedding = now;
+            }
         }
     }
 }
 
-/// Keeps the queue under its cap by dropping the oldest readings; returns whether it sheds.
+/// Keeps the queue under its cap by dropping the oldest readings. Returns whether the backlog
+/// is (still) a problem: it shed now, or it did and the backlog has not yet drained to half
+/// the cap (so that the alarm does not flap at the cap).
 fn shed(queue: &UplinkQueue, cap: i64, was: bool) -> bool {
     let mut shed_now = 0;
     while queue.used_bytes().is_ok_and(|b| b > cap) {
@@ -302,9 +438,11 @@ fn shed(queue: &UplinkQueue, cap: i64, was: bool) -> bool {
             total, "uplink backlog over its disk cap: the oldest readings were dropped"
         );
         true
+    } else if was && queue.used_bytes().is_ok_and(|b| b > cap / 2) {
+        true
     } else {
         if was {
-            info!("uplink backlog back under its disk cap");
+            info!("uplink backlog drained below half its disk cap");
         }
         false
     }
@@ -393,5 +531,85 @@ impl Uplink {
     /// Whether a full batch waits: a backlog drains back to back.
     fn more_waiting(&self, sent: &Batch) -> bool {
         sent.len() >= self.cfg.batch_max
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reading::Value;
+
+    fn at(device: &str, point: &str, secs: i64) -> Reading {
+        Reading {
+            device: device.into(),
+            point: point.into(),
+            ts: chrono::DateTime::from_timestamp(secs, 0).unwrap(),
+            value: Value::Number(1.0),
+            unit: None,
+        }
+    }
+
+    fn selection(choices: Vec<Choice>) -> Selection {
+        Selection {
+            choices,
+            devices: HashMap::from([
+                (
+                    "em-1".into(),
+                    ("chint-dtsu666".into(), "electricity_meter".into()),
+                ),
+                (
+                    "env-1".into(),
+                    ("mqtt-env-sensor".into(), "environment".into()),
+                ),
+            ]),
+            sent: Mutex::default(),
+        }
+    }
+
+    fn choice(
+        points: Option<&[&str]>,
+        categories: Option<&[&str]>,
+        every_s: i64,
+        enabled: bool,
+    ) -> Choice {
+        let v = |l: Option<&[&str]>| l.map(|l| l.iter().map(|s| s.to_string()).collect());
+        Choice {
+            devices: None,
+            profiles: None,
+            categories: v(categories),
+            points: v(points),
+            every_s,
+            enabled,
+        }
+    }
+
+    #[test]
+    fn an_energy_counter_goes_up_once_per_slot_of_the_clock() {
+        let s = selection(vec![choice(Some(&["energy_import"]), None, 900, true)]);
+        // Read every 10 s for 2 000 s from 20 s before a quarter hour: the first reading, then
+        // the first of each quarter hour.
+        let sent: Vec<i64> = (0..200)
+            .map(|i| 1_764_123_280 + i * 10)
+            .filter(|&t| s.wants(&at("em-1", "energy_import", t)))
+            .collect();
+        assert_eq!(sent.len(), 4, "{sent:?}");
+        assert!(sent[1..].iter().all(|t| t % 900 == 0), "{sent:?}");
+        // Other points are not limited.
+        assert!((0..5).all(|i| s.wants(&at("em-1", "voltage_a", 1_764_123_280 + i))));
+    }
+
+    #[test]
+    fn the_first_matching_choice_decides_and_unmatched_readings_go_up() {
+        let s = selection(vec![
+            choice(Some(&["noise_db"]), None, 0, true),
+            choice(None, Some(&["environment"]), 0, false),
+        ]);
+        assert!(s.wants(&at("env-1", "noise_db", 1)));
+        assert!(!s.wants(&at("env-1", "pm25", 1)));
+        assert!(s.wants(&at("em-1", "pm25", 1)));
+        assert!(
+            s.wants(&at("unknown", "x", 1)),
+            "unknown devices are not filtered"
+        );
     }
 }
