@@ -428,27 +428,28 @@ async fn after_a_long_outage_the_backlog_drains_oldest_first_while_live_records_
         cloud.lock().unwrap().complete() == Some(total)
     })
     .await;
-    let c = cloud.lock().unwrap();
-    assert!(c.problems.is_empty(), "{:#?}", c.problems);
-    // Oldest first: batches arrived in seq order.
-    let firsts: Vec<i64> = c
-        .batches
-        .values()
-        .map(|b| {
-            serde_json::from_slice::<serde_json::Value>(b).unwrap()["first_seq"]
-                .as_i64()
-                .unwrap()
-        })
-        .collect();
-    let mut sorted = firsts.clone();
-    sorted.sort_unstable();
-    assert_eq!(sorted.len(), firsts.len());
-    assert!(
-        c.batches.len() <= 14,
-        "{} batches for {total} records",
-        c.batches.len()
-    );
-    drop(c);
+    {
+        let c = cloud.lock().unwrap();
+        assert!(c.problems.is_empty(), "{:#?}", c.problems);
+        // Oldest first: batches arrived in seq order.
+        let firsts: Vec<i64> = c
+            .batches
+            .values()
+            .map(|b| {
+                serde_json::from_slice::<serde_json::Value>(b).unwrap()["first_seq"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
+        let mut sorted = firsts.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted.len(), firsts.len());
+        assert!(
+            c.batches.len() <= 14,
+            "{} batches for {total} records",
+            c.batches.len()
+        );
+    }
     stop.cancel();
     while tasks.join_next().await.is_some() {}
 }
@@ -497,19 +498,20 @@ async fn past_its_disk_cap_the_queue_sheds_the_oldest_readings_never_status_and_
         cloud.lock().unwrap().complete() == Some(expected)
     })
     .await;
-    let c = cloud.lock().unwrap();
-    assert!(c.problems.is_empty(), "{:#?}", c.problems);
-    let statuses: usize = c
-        .batches
-        .values()
-        .map(|b| {
-            serde_json::from_slice::<serde_json::Value>(b).unwrap()["device_status"]
-                .as_array()
-                .map_or(0, Vec::len)
-        })
-        .sum();
-    assert_eq!(statuses, 40, "no status change was shed");
-    drop(c);
+    {
+        let c = cloud.lock().unwrap();
+        assert!(c.problems.is_empty(), "{:#?}", c.problems);
+        let statuses: usize = c
+            .batches
+            .values()
+            .map(|b| {
+                serde_json::from_slice::<serde_json::Value>(b).unwrap()["device_status"]
+                    .as_array()
+                    .map_or(0, Vec::len)
+            })
+            .sum();
+        assert_eq!(statuses, 40, "no status change was shed");
+    }
     stop.cancel();
     while tasks.join_next().await.is_some() {}
 }

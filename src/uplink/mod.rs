@@ -53,6 +53,9 @@ fn named(list: &Option<Vec<String>>, x: &str) -> bool {
     list.as_ref().is_none_or(|l| l.iter().any(|v| v == x))
 }
 
+/// (device, point).
+type PointKey = (Arc<str>, Arc<str>);
+
 /// Decides, reading by reading, what goes up.
 #[derive(Debug, Default)]
 struct Selection {
@@ -60,7 +63,7 @@ struct Selection {
     /// Each device's profile and its category.
     devices: HashMap<String, (String, String)>,
     /// The clock slot of the last reading sent, per point with an interval.
-    sent: Mutex<HashMap<(Arc<str>, Arc<str>), i64>>,
+    sent: Mutex<HashMap<PointKey, i64>>,
 }
 
 impl Selection {
