@@ -306,11 +306,13 @@ fn the_example_and_demo_configs_check() {
         .replace("${PARKHUB_DEMO_RTU_PORT}", "1503")
         .replace("${PARKHUB_DEMO_MQTT_PORT}", "1883")
         .replace("${PARKHUB_DEMO_WEBHOOK_URL}", "http://127.0.0.1:9000/alarm")
+        .replace("${PARKHUB_DEMO_UPLINK_URL}", "http://127.0.0.1:9000/ingest")
         .replace("${PARKHUB_DEMO_WEBHOOK_SECRET}", "s")
         .replace("${PARKHUB_DEMO_TOKEN_SHA256}", &"ab".repeat(32));
     let demo = load_str("demo.toml", &demo, Path::new("/"), &|_| None).unwrap();
     assert_eq!(demo.mqtt_topics.len(), 7);
     assert_eq!(demo.config.routes.len(), 4);
+    assert!(demo.config.uplink.is_some());
 }
 
 #[test]

@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 
 use crate::alarm::store::{AlarmStore, Listing};
@@ -134,6 +135,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
          \x20 water meters        RTU over TCP    127.0.0.1:{rtu_port}  (units 1-3; unit 3 fails for half of every minute)\n\
          \x20 sensors             MQTT            127.0.0.1:{mqtt_port}  (smoke, fire panel, door, lift, leak, environment, e-bike station)\n\
          \x20 alarm pushes        webhook         {hook}  (signed; printed below as they arrive)\n\
+         \x20 cloud uplink        HTTP            {hook}/ingest  (batches every 10 s, printed below)\n\
          \x20 API                 http://{api}/api/v1  (token for this run: {token})\n\
          \x20 history             {}\n\
          \x20 config              {}\n\
@@ -210,6 +212,10 @@ fn demo_config(data_dir: &std::path::Path, p: &DemoPorts) -> anyhow::Result<(Loa
         .replace("${PARKHUB_DEMO_RTU_PORT}", &p.rtu.to_string())
         .replace("${PARKHUB_DEMO_MQTT_PORT}", &p.mqtt.to_string())
         .replace("${PARKHUB_DEMO_WEBHOOK_URL}", &p.webhook_url)
+        .replace(
+            "${PARKHUB_DEMO_UPLINK_URL}",
+            &p.webhook_url.replace("/alarm", "/ingest"),
+        )
         .replace("${PARKHUB_DEMO_WEBHOOK_SECRET}", &p.webhook_secret)
         .replace("${PARKHUB_DEMO_TOKEN_SHA256}", &p.token_sha256);
     let loaded = config::load_str("config/demo.toml", &text, &PathBuf::from("."), &|_| None)
@@ -240,7 +246,8 @@ async fn start_receiver(
     lines: tokio::sync::mpsc::UnboundedSender<String>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<std::net::SocketAddr> {
-    use axum::http::{HeaderMap, StatusCode};
+    let cloud_secret = secret.clone();
+    let lines2 = lines.clone();
     let take = move |headers: HeaderMap, body: axum::body::Bytes| {
         let (secret, lines) = (secret.clone(), lines.clone());
         async move {
@@ -272,7 +279,13 @@ async fn start_receiver(
             StatusCode::OK
         }
     };
-    let app = axum::Router::new().route("/alarm", axum::routing::post(take));
+    let cloud = move |headers: HeaderMap, body: axum::body::Bytes| {
+        let (secret, lines) = (cloud_secret.clone(), lines2.clone());
+        async move { take_batch(&secret, &headers, &body, &lines) }
+    };
+    let app = axum::Router::new()
+        .route("/alarm", axum::routing::post(take))
+        .route("/ingest", axum::routing::post(cloud));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -281,6 +294,53 @@ async fn start_receiver(
             .await;
     });
     Ok(addr)
+}
+
+/// The demo's cloud: checks an uplink batch's token and signature, unpacks it and says what
+/// it holds.
+fn take_batch(
+    secret: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    lines: &tokio::sync::mpsc::UnboundedSender<String>,
+) -> StatusCode {
+    let header = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let ts: i64 = header("x-parkhub-timestamp").parse().unwrap_or_default();
+    let signed = header("x-parkhub-signature")
+        == crate::notify::channel::webhook_signature(secret, ts, body);
+    if !signed || header("authorization") != format!("Bearer {secret}") {
+        let _ = lines.send("  ✗ an uplink batch with a bad token or signature was refused".into());
+        return StatusCode::UNAUTHORIZED;
+    }
+    let json = if header("content-encoding") == "gzip" {
+        let mut out = Vec::new();
+        match std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut out) {
+            Ok(_) => out,
+            Err(_) => return StatusCode::BAD_REQUEST,
+        }
+    } else {
+        body.to_vec()
+    };
+    let v: serde_json::Value = serde_json::from_slice(&json).unwrap_or_default();
+    let n = |k: &str| v[k].as_array().map_or(0, Vec::len);
+    let now = chrono::Local::now().format("%H:%M:%S");
+    let _ = lines.send(format!(
+        "{now}  ⇡ cloud got batch {} (seq {}–{}): {} readings, {} alarm events, {} status changes; {} bytes{}\n",
+        v["batch_id"].as_str().unwrap_or("?"),
+        v["first_seq"],
+        v["last_seq"],
+        n("readings"),
+        n("alarms"),
+        n("device_status"),
+        body.len(),
+        if header("content-encoding") == "gzip" { " gzipped" } else { "" },
+    ));
+    StatusCode::OK
 }
 
 fn print_table(out: &mut impl Write, hub: &Hub, alarms: &AlarmStore) -> std::io::Result<()> {

@@ -30,6 +30,8 @@ use queue::{Batch, UplinkQueue};
 use record::Record;
 
 /// How long one attempt may take: a receiver that neither answers nor fails is a failure.
+/// How long an alarm or a status change waits for others to join its batch.
+const GATHER: Duration = Duration::from_millis(250);
 /// Batches of readings waiting for the queue's writer; beyond this the hub's sources wait.
 const FEED_QUEUE: usize = 64;
 
@@ -483,7 +485,7 @@ impl Uplink {
             let Some(batch) = batch else {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = self.wake.notified() => {}
+                    _ = self.wake.notified() => self.gather(&shutdown).await,
                     _ = tokio::time::sleep(interval) => {}
                 }
                 continue;
@@ -505,7 +507,7 @@ impl Uplink {
                         // A partly filled batch: the rest gathers for an interval.
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
-                            _ = self.wake.notified() => {}
+                            _ = self.wake.notified() => self.gather(&shutdown).await,
                             _ = tokio::time::sleep(interval) => {}
                         }
                     }
@@ -528,6 +530,15 @@ impl Uplink {
                     }
                 }
             }
+        }
+    }
+
+    /// Woken for an alarm or a status change: what comes with it (a bus's devices going
+    /// offline together, the hub's start) joins the same batch.
+    async fn gather(&self, shutdown: &CancellationToken) {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(GATHER) => {}
         }
     }
 
