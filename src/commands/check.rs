@@ -145,8 +145,29 @@ pub fn summary(l: &Loaded) -> String {
             ""
         }
     );
-    if c.uplink.is_some() {
-        out += "also configured (checked; acted on by a later version): uplink\n";
+    if let Some(u) = &c.uplink {
+        // Scheme, host and port only: a query may carry a credential.
+        let to = url::Url::parse(&u.url)
+            .map(|p| {
+                format!(
+                    "{}://{}{}",
+                    p.scheme(),
+                    p.host_str().unwrap_or("?"),
+                    p.port().map(|n| format!(":{n}")).unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        out += &format!(
+            "uplink {} to {to} every {} s ({} records a batch at most, backlog up to {} MB), {} point choices\n",
+            match u.kind {
+                crate::config::UplinkKind::Http => "http",
+                crate::config::UplinkKind::Mqtt => "mqtt",
+            },
+            u.interval_s,
+            u.batch_max,
+            u.max_backlog_mb,
+            u.point.len()
+        );
     }
     out
 }
