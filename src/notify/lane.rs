@@ -147,7 +147,7 @@ impl Channel {
                 channel::judge(self.kind, status, &body)
             }
             // Without the URL: robot URLs carry their access token.
-            Err(e) => Verdict::Failed(e.without_url().to_string()),
+            Err(e) => Verdict::Failed(super::describe(e)),
         }
     }
 }

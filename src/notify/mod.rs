@@ -247,6 +247,23 @@ pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
         .context("building the HTTP client")
 }
 
+/// A failed request in words: reqwest's message and its causes ("connection refused",
+/// "certificate not valid"…), without the URL, which for a chat robot carries its token.
+pub fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 impl Language {
     pub fn code(self) -> &'static str {
         match self {

@@ -203,7 +203,7 @@ impl Sender {
                             crate::notify::message::fit(text.trim(), 200)
                         ))
                     }
-                    Err(e) => Err(e.without_url().to_string()),
+                    Err(e) => Err(crate::notify::describe(e)),
                 }
             }
             Sender::Mqtt { publisher, topic } => {
