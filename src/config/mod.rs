@@ -757,6 +757,9 @@ pub struct UplinkConfig {
     /// How long one attempt may take: a receiver that neither answers nor fails has failed.
     #[serde(default = "default_uplink_timeout")]
     pub timeout_s: u64,
+    /// The longest wait between two attempts of a batch the cloud did not take.
+    #[serde(default = "default_max_retry")]
+    pub max_retry_s: u64,
     /// Records in one batch at most.
     #[serde(default = "default_batch_max")]
     pub batch_max: usize,
@@ -800,6 +803,10 @@ fn default_uplink_interval() -> u64 {
 
 fn default_uplink_timeout() -> u64 {
     30
+}
+
+fn default_max_retry() -> u64 {
+    300
 }
 
 fn default_batch_max() -> usize {

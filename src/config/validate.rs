@@ -997,6 +997,7 @@ fn check_uplink(
     }
     check_range(c, at("interval_s"), clamp_i64(u.interval_s), 1, 86_400);
     check_range(c, at("timeout_s"), clamp_i64(u.timeout_s), 1, 600);
+    check_range(c, at("max_retry_s"), clamp_i64(u.max_retry_s), 1, 3600);
     check_range(
         c,
         at("batch_max"),

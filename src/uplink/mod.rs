@@ -453,15 +453,15 @@ fn shed(queue: &UplinkQueue, cap: i64, was: bool) -> bool {
     }
 }
 
-fn backoff(attempt: u32) -> Duration {
+fn backoff(attempt: u32, max: Duration) -> Duration {
     ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(Duration::from_secs(300))
+        .with_min_delay(Duration::from_secs(1).min(max))
+        .with_max_delay(max)
         .with_jitter()
         .without_max_times()
         .build()
         .nth(attempt.saturating_sub(1) as usize)
-        .unwrap_or(Duration::from_secs(300))
+        .unwrap_or(max)
 }
 
 impl Uplink {
@@ -514,7 +514,7 @@ impl Uplink {
                 }
                 Err(e) => {
                     failures += 1;
-                    let wait = backoff(failures);
+                    let wait = backoff(failures, Duration::from_secs(self.cfg.max_retry_s));
                     if failures == 1 || failures.is_power_of_two() {
                         warn!(
                             error = %e,
