@@ -572,3 +572,114 @@ async fn uplink_test_tells_the_installer_plainly_whether_the_cloud_took_a_batch(
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("check the host and port"), "{text}");
 }
+
+/// A bare HTTP/1.1 receiver that takes one request per connection and, as `reset(n)` says for
+/// its n-th connection, answers 200 or drops the connection with a TCP reset — before the
+/// request is read whole, or after it was read and taken in (the answer is lost: the hub must
+/// send the batch again, and the cloud sees an exact repeat).
+async fn resetting(reset: fn(usize) -> Option<bool>) -> (String, Arc<Mutex<Cloud>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cloud = Arc::new(Mutex::new(Cloud::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ingest", listener.local_addr().unwrap());
+    let c = cloud.clone();
+    tokio::spawn(async move {
+        for n in 0.. {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let cloud = c.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 65536];
+                let (head_end, length) = loop {
+                    let Ok(k) = sock.read(&mut chunk).await else {
+                        return;
+                    };
+                    if k == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..k]);
+                    if reset(n) == Some(false) {
+                        // Reset in the middle of the request.
+                        let _ = sock.set_linger(Some(Duration::ZERO));
+                        return;
+                    }
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        break (i + 4, length);
+                    }
+                };
+                while buf.len() < head_end + length {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                let body = &buf[head_end..head_end + length];
+                let json = if head.contains("content-encoding: gzip") {
+                    let mut out = Vec::new();
+                    let _ = flate2::read::GzDecoder::new(body).read_to_end(&mut out);
+                    out
+                } else {
+                    body.to_vec()
+                };
+                {
+                    let mut cloud = cloud.lock().unwrap();
+                    cloud.requests += 1;
+                    cloud.take(json);
+                }
+                if reset(n) == Some(true) {
+                    // Taken in, but the answer never comes.
+                    let _ = sock.set_linger(Some(Duration::ZERO));
+                    return;
+                }
+                let _ = sock
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (url, cloud)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_reset_mid_request_or_before_the_answer_lose_nothing_and_repeat_exactly() {
+    let (url, cloud) = resetting(|n| match n % 5 {
+        1 => Some(false),
+        3 => Some(true),
+        _ => None,
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = common::load(
+        &config(dir.path(), &format!("kind = \"http\"\nurl = \"{url}\"")),
+        dir.path(),
+    );
+    let stop = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let (feed, queue) = parkhub::uplink::start(&loaded, None, &mut tasks, stop.clone())
+        .unwrap()
+        .unwrap();
+    for chunk in (0..2000).collect::<Vec<_>>().chunks(250) {
+        let batch: Vec<Reading> = chunk.iter().map(|&i| reading(i)).collect();
+        feed.readings(&batch).await;
+    }
+    wait_until(Duration::from_secs(60), "every record delivered", || {
+        cloud.lock().unwrap().complete() == Some(2000) && queue.backlog().unwrap() == 0
+    })
+    .await;
+    {
+        let c = cloud.lock().unwrap();
+        assert!(c.problems.is_empty(), "{:#?}", c.problems);
+        assert!(c.repeats >= 1, "batches whose answer was lost came again");
+    }
+    stop.cancel();
+    while tasks.join_next().await.is_some() {}
+}
