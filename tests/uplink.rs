@@ -602,7 +602,7 @@ async fn resetting(reset: fn(usize) -> Option<bool>) -> (String, Arc<Mutex<Cloud
                     buf.extend_from_slice(&chunk[..k]);
                     if reset(n) == Some(false) {
                         // Reset in the middle of the request.
-                        let _ = sock.set_linger(Some(Duration::ZERO));
+                        let _ = sock.set_zero_linger();
                         return;
                     }
                     if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -637,7 +637,7 @@ async fn resetting(reset: fn(usize) -> Option<bool>) -> (String, Arc<Mutex<Cloud
                 }
                 if reset(n) == Some(true) {
                     // Taken in, but the answer never comes.
-                    let _ = sock.set_linger(Some(Duration::ZERO));
+                    let _ = sock.set_zero_linger();
                     return;
                 }
                 let _ = sock
