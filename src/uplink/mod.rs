@@ -30,6 +30,8 @@ use queue::{Batch, UplinkQueue};
 use record::Record;
 
 /// How long one attempt may take: a receiver that neither answers nor fails is a failure.
+/// Records held in memory while the queue cannot be written (a full disk).
+const HELD_MAX: usize = 100_000;
 /// How long an alarm or a status change waits for others to join its batch.
 const GATHER: Duration = Duration::from_millis(250);
 /// Batches of readings waiting for the queue's writer; beyond this the hub's sources wait.
@@ -371,6 +373,8 @@ async fn write(
     let mut waiting = queue.backlog().unwrap_or(0) as usize;
     let mut since_check = 0usize;
     let mut shedding = false;
+    let mut held: Vec<Record> = Vec::new();
+    let mut failing = false;
     loop {
         let (records, urgent) = tokio::select! {
             biased;
@@ -383,6 +387,8 @@ async fn write(
                 while let Ok(r) = readings.try_recv() {
                     rest.extend(r);
                 }
+                held.extend(rest);
+                let rest = held;
                 if let Err(e) = queue.push(&rest) {
                     warn!(error = %e, records = rest.len(), "uplink: cannot queue records at shutdown");
                 }
@@ -400,11 +406,37 @@ async fn write(
                 None => break,
             },
         };
+        // Records a failed write left behind go first, keeping the order.
+        let records = if held.is_empty() {
+            records
+        } else {
+            let mut all = std::mem::take(&mut held);
+            all.extend(records);
+            all
+        };
         let n = records.len();
         if let Err(e) = queue.push(&records) {
-            // A full disk: what cannot be queued is lost to the cloud (history keeps it).
-            warn!(error = %e, records = n, "uplink: cannot queue records");
+            // A full disk: held in memory and tried again with the next records. Past a bound
+            // readings go (history has them); alarm events and status changes are kept.
+            if !failing {
+                warn!(error = %e, records = n, "uplink: cannot queue records; holding them");
+                failing = true;
+            }
+            held = records;
+            if held.len() > HELD_MAX {
+                let over = held.len() - HELD_MAX;
+                let mut dropped = 0;
+                held.retain(|r| {
+                    let drop = dropped < over && r.kind == record::Kind::Reading;
+                    dropped += usize::from(drop);
+                    !drop
+                });
+            }
             continue;
+        }
+        if failing {
+            info!("uplink: records are queued again");
+            failing = false;
         }
         waiting += n;
         since_check += n;
