@@ -572,9 +572,7 @@ impl Engine {
                 who: Some("parkhub".into()),
                 comment: Some("rule or device removed from the config".into()),
             };
-            if let Err(e) = self.store.update(&row, Some(&ev)) {
-                warn!(alarm = row.id, error = %e, "cannot close an alarm of a removed rule");
-            }
+            self.save(&row, Some(&ev));
             return;
         }
         let Some(slot) = self.slots.get_mut(&key) else {

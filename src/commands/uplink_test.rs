@@ -26,7 +26,7 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
             println!(
                 "uplink OK: {target} accepted a test batch in {} ms (token{} accepted)",
                 took.as_millis(),
-                if u.secret.is_some() {
+                if u.secret.is_some() && u.kind == UplinkKind::Http {
                     " and signature"
                 } else {
                     ""

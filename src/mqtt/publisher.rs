@@ -57,6 +57,10 @@ async fn run(options: MqttOptions, mut jobs: mpsc::Receiver<Job>, shutdown: Canc
             _ = shutdown.cancelled() => break,
             job = jobs.recv(), if current.is_none() => {
                 let Some((topic, payload, answer)) = job else { break };
+                // Its caller gave up waiting (a timeout) and will ask again: not sent twice.
+                if answer.is_closed() {
+                    continue;
+                }
                 match client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
                     Ok(()) => current = Some((answer, None)),
                     Err(e) => {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use backon::{BackoffBuilder, ExponentialBuilder};
-use chrono::Utc;
+use chrono::{Offset as _, TimeZone as _, Utc};
 use chrono_tz::Tz;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
@@ -66,6 +66,8 @@ struct Selection {
     choices: Vec<Choice>,
     /// Each device's profile and its category.
     devices: HashMap<String, (String, String)>,
+    /// Slots are of the park's clock: a day is a local day.
+    tz: Tz,
     /// The clock slot of the last reading sent, per point with an interval.
     sent: Mutex<HashMap<PointKey, i64>>,
 }
@@ -89,7 +91,12 @@ impl Selection {
             Some(c) => {
                 // The first reading of each slot of the clock: energy counters every 15 min
                 // arrive at :00, :15, :30 and :45, whatever the poll interval.
-                let slot = r.ts.timestamp().div_euclid(c.every_s);
+                let offset = self
+                    .tz
+                    .offset_from_utc_datetime(&r.ts.naive_utc())
+                    .fix()
+                    .local_minus_utc();
+                let slot = (r.ts.timestamp() + i64::from(offset)).div_euclid(c.every_s);
                 let mut sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner);
                 let last = sent
                     .entry((r.device.clone(), r.point.clone()))
@@ -176,7 +183,10 @@ impl Sender {
                 token,
                 secret,
             } => {
-                let (bytes, gzipped) = record::encode(body);
+                let owned = body.to_vec();
+                let (bytes, gzipped) = tokio::task::spawn_blocking(move || record::encode(&owned))
+                    .await
+                    .map_err(|e| format!("gzip: {e}"))?;
                 let ts = Utc::now().timestamp();
                 let mut rb = client
                     .post(url)
@@ -257,12 +267,13 @@ pub fn start(
             .iter()
             .map(|(d, p)| (d.clone(), (p.id.clone(), p.category.clone())))
             .collect(),
+        tz: cfg.hub.timezone.0,
         sent: Mutex::default(),
     };
     let path = cfg.hub.data_dir.join(queue::DB_FILE);
     let queue =
         Arc::new(UplinkQueue::open(&path).with_context(|| format!("opening {}", path.display()))?);
-    let sender = sender(u, &cfg.hub.id, &shutdown)?;
+    let sender = sender(u, &cfg.hub.id, "uplink", &shutdown)?;
     let (readings_tx, readings_rx) = mpsc::channel(FEED_QUEUE);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let wake = Arc::new(Notify::new());
@@ -301,7 +312,7 @@ pub async fn test(loaded: &Loaded) -> anyhow::Result<Result<Duration, String>> {
     let cfg = &loaded.config;
     let u = cfg.uplink.as_ref().context("the config has no [uplink]")?;
     let shutdown = CancellationToken::new();
-    let sender = sender(u, &cfg.hub.id, &shutdown)?;
+    let sender = sender(u, &cfg.hub.id, "uplink-test", &shutdown)?;
     let now = Utc::now();
     let body = serde_json::to_vec(&serde_json::json!({
         "hub_id": cfg.hub.id,
@@ -321,7 +332,14 @@ pub async fn test(loaded: &Loaded) -> anyhow::Result<Result<Duration, String>> {
     Ok(result)
 }
 
-fn sender(u: &UplinkConfig, hub_id: &str, shutdown: &CancellationToken) -> anyhow::Result<Sender> {
+/// `client` names the MQTT client after its use, so that a test never takes the running
+/// hub's session.
+fn sender(
+    u: &UplinkConfig,
+    hub_id: &str,
+    client: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Sender> {
     let token = u.token.as_ref().map(|t| t.expose().to_string());
     Ok(match u.kind {
         UplinkKind::Http => Sender::Http {
@@ -338,7 +356,7 @@ fn sender(u: &UplinkConfig, hub_id: &str, shutdown: &CancellationToken) -> anyho
                 .context("uplink.url has no host")?
                 .to_string();
             let port = url.port().unwrap_or(if tls { 8883 } else { 1883 });
-            let mut o = rumqttc::MqttOptions::new(format!("parkhub-{hub_id}-uplink"), host, port);
+            let mut o = rumqttc::MqttOptions::new(format!("parkhub-{hub_id}-{client}"), host, port);
             o.set_keep_alive(Duration::from_secs(30));
             o.set_max_packet_size(16 << 20, 1 << 20);
             if let Some(t) = token {
@@ -372,14 +390,21 @@ async fn write(
     let cap = i64::try_from(max_backlog_mb.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
     let mut waiting = queue.backlog().unwrap_or(0) as usize;
     let mut since_check = 0usize;
-    let mut shedding = false;
     let mut held: Vec<Record> = Vec::new();
     let mut failing = false;
+    let mut readings_open = true;
+    let mut check = tokio::time::interval(Duration::from_secs(60));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The alarm of the last run may still be open: its state is settled at the first tick.
+    let mut shedding = true;
     loop {
         let (records, urgent) = tokio::select! {
             biased;
-            // The sources have stopped by now: queue what they handed over, then end.
+            // The sources have stopped by now: queue what they handed over, then end. The
+            // alarm engine stops on the same signal, finishing the event in hand (it does not
+            // wait on anything): a moment's grace lets its last transitions in.
             _ = shutdown.cancelled() => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 let mut rest: Vec<Record> = Vec::new();
                 while let Ok(e) = events.try_recv() {
                     rest.push(e);
@@ -401,10 +426,19 @@ async fn write(
                 }
                 (v, true)
             }
-            r = readings.recv() => match r {
+            // Closed from the start when readings do not go up: alarms and status still do.
+            r = readings.recv(), if readings_open => match r {
                 Some(r) => (r, false),
-                None => break,
+                None => {
+                    readings_open = false;
+                    continue;
+                }
             },
+            // The backlog alarm also clears while few records come in.
+            _ = check.tick() => {
+                shedding = shed_state(&queue, cap, shedding, alarms.as_ref());
+                continue;
+            }
         };
         // Records a failed write left behind go first, keeping the order.
         let records = if held.is_empty() {
@@ -415,7 +449,21 @@ async fn write(
             all
         };
         let n = records.len();
-        if let Err(e) = queue.push(&records) {
+        // SQLite (and a checkpoint's fsync) off the async workers: the sources share them.
+        let q = queue.clone();
+        let (records, pushed) = match tokio::task::spawn_blocking(move || {
+            let r = q.push(&records);
+            (records, r)
+        })
+        .await
+        {
+            Ok(done) => done,
+            Err(e) => {
+                warn!(error = %e, "uplink: the queue's writer thread failed");
+                continue;
+            }
+        };
+        if let Err(e) = pushed {
             // A full disk: held in memory and tried again with the next records. Past a bound
             // readings go (history has them); alarm events and status changes are kept.
             if !failing {
@@ -446,15 +494,20 @@ async fn write(
         }
         if since_check >= 10_000 {
             since_check = 0;
-            let now = shed(&queue, cap, shedding);
-            if now != shedding {
-                if let Some(a) = &alarms {
-                    a.hub(UPLINK_BACKLOG, now);
-                }
-                shedding = now;
-            }
+            shedding = shed_state(&queue, cap, shedding, alarms.as_ref());
         }
     }
+}
+
+/// Sheds what is over the cap and tells the alarm engine when that state changes.
+fn shed_state(queue: &UplinkQueue, cap: i64, was: bool, alarms: Option<&AlarmFeed>) -> bool {
+    let now = shed(queue, cap, was);
+    if now != was {
+        if let Some(a) = alarms {
+            a.hub(UPLINK_BACKLOG, now);
+        }
+    }
+    now
 }
 
 /// Keeps the queue under its cap by dropping the oldest readings. Returns whether the backlog
@@ -494,6 +547,8 @@ fn backoff(attempt: u32, max: Duration) -> Duration {
         .build()
         .nth(attempt.saturating_sub(1) as usize)
         .unwrap_or(max)
+        // Jitter is added after the cap: keep the promise of `max_retry_s`.
+        .min(max)
 }
 
 impl Uplink {
@@ -504,13 +559,17 @@ impl Uplink {
         let mut failures = 0u32;
         loop {
             let sent_at = Utc::now().to_rfc3339();
-            let batch = match self
-                .queue
-                .next_batch(&self.hub_id, self.cfg.batch_max, &sent_at)
-            {
-                Ok(b) => b,
-                Err(e) => {
+            let (q, hub, max) = (self.queue.clone(), self.hub_id.clone(), self.cfg.batch_max);
+            let formed =
+                tokio::task::spawn_blocking(move || q.next_batch(&hub, max, &sent_at)).await;
+            let batch = match formed {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
                     warn!(error = %e, "uplink: cannot read the queue");
+                    None
+                }
+                Err(e) => {
+                    warn!(error = %e, "uplink: the queue's reader thread failed");
                     None
                 }
             };
@@ -608,6 +667,7 @@ mod tests {
                     ("mqtt-env-sensor".into(), "environment".into()),
                 ),
             ]),
+            tz: chrono_tz::Asia::Shanghai,
             sent: Mutex::default(),
         }
     }
@@ -642,6 +702,17 @@ mod tests {
         assert!(sent[1..].iter().all(|t| t % 900 == 0), "{sent:?}");
         // Other points are not limited.
         assert!((0..5).all(|i| s.wants(&at("em-1", "voltage_a", 1_764_123_280 + i))));
+    }
+
+    #[test]
+    fn a_daily_slot_is_a_day_of_the_park_s_clock() {
+        let s = selection(vec![choice(Some(&["energy_import"]), None, 86_400, true)]);
+        let day = 1_764_115_200; // 2025-11-26 00:00 UTC = 08:00 in Shanghai
+        let wants = |t: i64| s.wants(&at("em-1", "energy_import", t));
+        assert!(wants(day));
+        assert!(!wants(day + 3600), "09:00, the same local day");
+        assert!(!wants(day + 15 * 3600 + 59 * 60), "23:59 local");
+        assert!(wants(day + 16 * 3600 + 60), "00:01 local: a new day");
     }
 
     #[test]

@@ -93,8 +93,9 @@ impl UplinkQueue {
         tx.commit()
     }
 
-    /// The batch in flight, or a new one of up to `max` of the oldest records (`None` when
-    /// nothing waits). `sent_at` is stamped into a new batch and kept for its repeats.
+    /// The batch in flight, or a new one of up to `max` of the oldest records and about
+    /// `MAX_BODY` bytes (`None` when nothing waits). `sent_at` is stamped into a new batch and
+    /// kept for its repeats.
     pub fn next_batch(
         &self,
         hub_id: &str,
@@ -105,46 +106,14 @@ impl UplinkQueue {
         if let Some(b) = inflight(&c)? {
             return Ok(Some(b));
         }
-        let tx = c.transaction()?;
-        let (records, last_id) = {
-            let mut st =
-                tx.prepare_cached("SELECT id, kind, body FROM queue ORDER BY id LIMIT ?1")?;
-            let rows = st.query_map([i64::try_from(max).unwrap_or(i64::MAX)], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })?;
-            let mut records = Vec::new();
-            let mut last_id = 0;
-            for row in rows {
-                let (id, kind, body) = row?;
-                last_id = id;
-                // A kind this version does not know (a newer database): not sent, not lost.
-                if let Some(kind) = Kind::from_i64(kind) {
-                    records.push(Record { kind, body });
-                }
-            }
-            (records, last_id)
-        };
-        if last_id == 0 {
-            return Ok(None);
-        }
-        let first_seq: i64 = tx.query_row("SELECT next_seq FROM meta", [], |r| r.get(0))?;
-        let body = record::batch_body(hub_id, first_seq, &records, sent_at);
-        let last_seq = first_seq + records.len() as i64 - 1;
-        tx.execute(
-            "INSERT INTO inflight (one, first_seq, last_seq, last_id, body) VALUES (1, ?1, ?2, ?3, ?4)",
-            params![first_seq, last_seq, last_id, body],
-        )?;
-        tx.commit()?;
-        Ok(Some(Batch {
-            first_seq,
-            last_seq,
-            last_id,
-            body,
-        }))
+        // The batch's numbering must outlive a power cut before the batch is sent: with seq
+        // rolled back under records the cloud already has, new records would reuse their seqs
+        // and be dropped as repeats. A full sync here (it also syncs the records queued before
+        // it) costs one fsync per batch, not one per hand-over.
+        c.pragma_update(None, "synchronous", "FULL")?;
+        let formed = form(&mut c, hub_id, max, sent_at);
+        c.pragma_update(None, "synchronous", "NORMAL")?;
+        formed
     }
 
     /// The receiver has the batch: its records leave the queue and `seq` moves on.
@@ -196,6 +165,63 @@ impl UplinkQueue {
         self.conn()
             .query_row("SELECT shed FROM meta", [], |r| r.get(0))
     }
+}
+
+/// A batch's body at most (before gzip), whatever `batch_max` says: brokers refuse packets
+/// over 1 MiB by default (EMQX, rumqttc), proxies bodies over 1 MiB (nginx). A batch that can
+/// never be taken would stop the uplink for good.
+pub const MAX_BODY: usize = 900 * 1024;
+
+fn form(
+    c: &mut Connection,
+    hub_id: &str,
+    max: usize,
+    sent_at: &str,
+) -> rusqlite::Result<Option<Batch>> {
+    let tx = c.transaction()?;
+    let (records, last_id) = {
+        let mut st = tx.prepare_cached("SELECT id, kind, body FROM queue ORDER BY id LIMIT ?1")?;
+        let rows = st.query_map([i64::try_from(max).unwrap_or(i64::MAX)], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut records = Vec::new();
+        let mut last_id = 0;
+        let mut bytes = 0;
+        for row in rows {
+            let (id, kind, body) = row?;
+            bytes += body.len() + 16;
+            if bytes > MAX_BODY && !records.is_empty() {
+                break;
+            }
+            last_id = id;
+            // A kind this version does not know (a newer database downgraded): skipped.
+            if let Some(kind) = Kind::from_i64(kind) {
+                records.push(Record { kind, body });
+            }
+        }
+        (records, last_id)
+    };
+    if last_id == 0 {
+        return Ok(None);
+    }
+    let first_seq: i64 = tx.query_row("SELECT next_seq FROM meta", [], |r| r.get(0))?;
+    let body = record::batch_body(hub_id, first_seq, &records, sent_at);
+    let last_seq = first_seq + records.len() as i64 - 1;
+    tx.execute(
+        "INSERT INTO inflight (one, first_seq, last_seq, last_id, body) VALUES (1, ?1, ?2, ?3, ?4)",
+        params![first_seq, last_seq, last_id, body],
+    )?;
+    tx.commit()?;
+    Ok(Some(Batch {
+        first_seq,
+        last_seq,
+        last_id,
+        body,
+    }))
 }
 
 fn inflight(c: &Connection) -> rusqlite::Result<Option<Batch>> {
@@ -255,6 +281,23 @@ mod tests {
         assert_eq!(q.next_batch("h", 3, "t4").unwrap(), None);
         q.push(&[status(6)]).unwrap();
         assert_eq!(q.next_batch("h", 3, "t5").unwrap().unwrap().first_seq, 6);
+    }
+
+    #[test]
+    fn a_batch_stops_short_of_a_megabyte_whatever_batch_max_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = UplinkQueue::open(&dir.path().join(DB_FILE)).unwrap();
+        let big = Record {
+            kind: Kind::Alarm,
+            body: format!("\"message\":\"{}\"", "x".repeat(10_000)),
+        };
+        q.push(&vec![big; 200]).unwrap();
+        let b = q.next_batch("h", 100_000, "t").unwrap().unwrap();
+        assert!(b.body.len() <= MAX_BODY + 1024, "{}", b.body.len());
+        assert!(b.len() >= 80, "{}", b.len());
+        q.delivered(&b).unwrap();
+        let rest = q.next_batch("h", 100_000, "t").unwrap().unwrap();
+        assert_eq!(rest.first_seq, b.last_seq + 1);
     }
 
     #[test]
