@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::Utc;
 use common::{wait_until, Mosquitto, SimServer};
+use parkhub::alarm::engine::AlarmFeed;
 use parkhub::reading::{Reading, Value};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -169,6 +170,48 @@ batch_max = 200
     )
 }
 
+/// An uplink running on a config made by `text` (given its data directory).
+struct Running {
+    feed: parkhub::uplink::UplinkFeed,
+    queue: Arc<parkhub::uplink::queue::UplinkQueue>,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start(text: impl FnOnce(&std::path::Path) -> String, alarms: Option<AlarmFeed>) -> Self {
+        Self::start_with(text, |_| alarms)
+    }
+
+    /// `alarms` may be made from the loaded config (the alarm engine's view of it).
+    fn start_with(
+        text: impl FnOnce(&std::path::Path) -> String,
+        alarms: impl FnOnce(&parkhub::config::Loaded) -> Option<AlarmFeed>,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = common::load(&text(dir.path()), dir.path());
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let (feed, queue) =
+            parkhub::uplink::start(&loaded, alarms(&loaded), &mut tasks, stop.clone())
+                .unwrap()
+                .unwrap();
+        Self {
+            feed,
+            queue,
+            stop,
+            tasks,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(mut self) {
+        self.stop.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
 fn reading(i: usize) -> Reading {
     Reading {
         device: "em-1".into(),
@@ -188,16 +231,11 @@ async fn every_record_reaches_a_flaky_receiver_once_in_order_and_repeats_are_exa
         _ => Some(StatusCode::OK),
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let loaded = common::load(
-        &config(dir.path(), &format!("kind = \"http\"\nurl = \"{url}\"")),
-        dir.path(),
+    let up = Running::start(
+        |d| config(d, &format!("kind = \"http\"\nurl = \"{url}\"")),
+        None,
     );
-    let stop = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    let (feed, queue) = parkhub::uplink::start(&loaded, None, &mut tasks, stop.clone())
-        .unwrap()
-        .unwrap();
+    let (feed, queue) = (&up.feed, &up.queue);
     let total = 1000;
     for chunk in (0..total).collect::<Vec<_>>().chunks(100) {
         let batch: Vec<Reading> = chunk.iter().map(|&i| reading(i)).collect();
@@ -222,8 +260,7 @@ async fn every_record_reaches_a_flaky_receiver_once_in_order_and_repeats_are_exa
     })
     .await;
     assert!(cloud.lock().unwrap().problems.is_empty());
-    stop.cancel();
-    while tasks.join_next().await.is_some() {}
+    up.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,22 +382,19 @@ async fn the_mqtt_uplink_publishes_batches_to_the_cloud_broker_with_qos_1() {
         .await
         .unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
-    let loaded = common::load(
-        &config(
-            dir.path(),
-            &format!(
-                "kind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{}\"",
-                broker.port
-            ),
-        ),
-        dir.path(),
+    let up = Running::start(
+        |d| {
+            config(
+                d,
+                &format!(
+                    "kind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{}\"",
+                    broker.port
+                ),
+            )
+        },
+        None,
     );
-    let stop = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    let (feed, _) = parkhub::uplink::start(&loaded, None, &mut tasks, stop.clone())
-        .unwrap()
-        .unwrap();
+    let feed = &up.feed;
     let batch: Vec<Reading> = (0..500).map(reading).collect();
     feed.readings(&batch).await;
     feed.status("em-1", false);
@@ -369,8 +403,7 @@ async fn the_mqtt_uplink_publishes_batches_to_the_cloud_broker_with_qos_1() {
     })
     .await;
     assert!(cloud.lock().unwrap().problems.is_empty());
-    stop.cancel();
-    while tasks.join_next().await.is_some() {}
+    up.stop().await;
 }
 
 /// A receiver that refuses everything until `open` is set.
@@ -395,20 +428,17 @@ async fn gated() -> (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_long_outage_the_backlog_drains_oldest_first_while_live_records_keep_coming() {
     let (url, cloud, open) = gated().await;
-    let dir = tempfile::tempdir().unwrap();
-    let loaded = common::load(
-        &config(
-            dir.path(),
-            &format!("kind = \"http\"\nurl = \"{url}\"\nbatch_max = 5000"),
-        )
-        .replace("batch_max = 200\n", ""),
-        dir.path(),
+    let up = Running::start(
+        |d| {
+            config(
+                d,
+                &format!("kind = \"http\"\nurl = \"{url}\"\nbatch_max = 5000"),
+            )
+            .replace("batch_max = 200\n", "")
+        },
+        None,
     );
-    let stop = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    let (feed, queue) = parkhub::uplink::start(&loaded, None, &mut tasks, stop.clone())
-        .unwrap()
-        .unwrap();
+    let (feed, queue) = (&up.feed, &up.queue);
     // Hours of a park's readings while the link is down.
     let outage = 60_000;
     for chunk in (0..outage).collect::<Vec<_>>().chunks(1000) {
@@ -451,28 +481,29 @@ async fn after_a_long_outage_the_backlog_drains_oldest_first_while_live_records_
             c.batches.len()
         );
     }
-    stop.cancel();
-    while tasks.join_next().await.is_some() {}
+    up.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_its_disk_cap_the_queue_sheds_the_oldest_readings_never_status_and_raises_an_alarm() {
-    use parkhub::alarm::engine::{AlarmFeed, EngineConfig, HubEvent};
+    use parkhub::alarm::engine::{EngineConfig, HubEvent};
     let (url, cloud, open) = gated().await;
-    let dir = tempfile::tempdir().unwrap();
-    let loaded = common::load(
-        &config(
-            dir.path(),
-            &format!("kind = \"http\"\nurl = \"{url}\"\nmax_backlog_mb = 1"),
-        ),
-        dir.path(),
+    let mut alarm_events = None;
+    let up = Running::start_with(
+        |d| {
+            config(
+                d,
+                &format!("kind = \"http\"\nurl = \"{url}\"\nmax_backlog_mb = 1"),
+            )
+        },
+        |loaded| {
+            let (alarms, events) = AlarmFeed::new(&EngineConfig::from_loaded(loaded));
+            alarm_events = Some(events);
+            Some(alarms)
+        },
     );
-    let (alarms, mut alarm_events) = AlarmFeed::new(&EngineConfig::from_loaded(&loaded));
-    let stop = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    let (feed, queue) = parkhub::uplink::start(&loaded, Some(alarms), &mut tasks, stop.clone())
-        .unwrap()
-        .unwrap();
+    let mut alarm_events = alarm_events.unwrap();
+    let (feed, queue) = (&up.feed, &up.queue);
     let total = 40_000;
     for chunk in (0..total).collect::<Vec<_>>().chunks(1000) {
         let batch: Vec<Reading> = chunk.iter().map(|&i| reading(i)).collect();
@@ -519,8 +550,7 @@ async fn past_its_disk_cap_the_queue_sheds_the_oldest_readings_never_status_and_
             .sum();
         assert_eq!(statuses, 40, "no status change was shed");
     }
-    stop.cancel();
-    while tasks.join_next().await.is_some() {}
+    up.stop().await;
 }
 
 /// `parkhub uplink-test` on a config whose uplink goes to `url` (blocking: the receivers run
@@ -663,16 +693,11 @@ async fn connections_reset_mid_request_or_before_the_answer_lose_nothing_and_rep
         _ => None,
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let loaded = common::load(
-        &config(dir.path(), &format!("kind = \"http\"\nurl = \"{url}\"")),
-        dir.path(),
+    let up = Running::start(
+        |d| config(d, &format!("kind = \"http\"\nurl = \"{url}\"")),
+        None,
     );
-    let stop = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    let (feed, queue) = parkhub::uplink::start(&loaded, None, &mut tasks, stop.clone())
-        .unwrap()
-        .unwrap();
+    let (feed, queue) = (&up.feed, &up.queue);
     for chunk in (0..2000).collect::<Vec<_>>().chunks(250) {
         let batch: Vec<Reading> = chunk.iter().map(|&i| reading(i)).collect();
         feed.readings(&batch).await;
@@ -686,41 +711,35 @@ async fn connections_reset_mid_request_or_before_the_answer_lose_nothing_and_rep
         assert!(c.problems.is_empty(), "{:#?}", c.problems);
         assert!(c.repeats >= 1, "batches whose answer was lost came again");
     }
-    stop.cancel();
-    while tasks.join_next().await.is_some() {}
+    up.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_readings_off_status_changes_still_go_up_and_the_uplink_keeps_running() {
     let (url, cloud) = receiver(|_| Some(StatusCode::OK)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let loaded = common::load(
-        &config(
-            dir.path(),
-            &format!("kind = \"http\"\nurl = \"{url}\"\nreadings = false"),
-        ),
-        dir.path(),
+    let mut up = Running::start(
+        |d| {
+            config(
+                d,
+                &format!("kind = \"http\"\nurl = \"{url}\"\nreadings = false"),
+            )
+        },
+        None,
     );
-    let stop = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    let (feed, _) = parkhub::uplink::start(&loaded, None, &mut tasks, stop.clone())
-        .unwrap()
-        .unwrap();
-    feed.readings(&[reading(1), reading(2)]).await;
-    feed.status("em-1", false);
+    up.feed.readings(&[reading(1), reading(2)]).await;
+    up.feed.status("em-1", false);
     wait_until(Duration::from_secs(10), "the status change", || {
         cloud.lock().unwrap().complete() == Some(1)
     })
     .await;
     assert!(
-        tasks.try_join_next().is_none(),
+        up.tasks.try_join_next().is_none(),
         "no uplink task ended by itself"
     );
-    feed.status("em-1", true);
+    up.feed.status("em-1", true);
     wait_until(Duration::from_secs(10), "the next one", || {
         cloud.lock().unwrap().complete() == Some(2)
     })
     .await;
-    stop.cancel();
-    while tasks.join_next().await.is_some() {}
+    up.stop().await;
 }
