@@ -115,7 +115,7 @@ impl Selection {
 /// The hub's side of the uplink: what goes up is handed over here, in order.
 #[derive(Debug, Clone)]
 pub struct UplinkFeed {
-    readings: Option<mpsc::Sender<Vec<Record>>>,
+    readings: Option<mpsc::Sender<Vec<Reading>>>,
     events: mpsc::UnboundedSender<Record>,
     selection: Arc<Selection>,
     alarms: bool,
@@ -125,18 +125,19 @@ pub struct UplinkFeed {
 
 impl UplinkFeed {
     /// Readings: waits when the queue's writer is behind (back-pressure, as for history).
+    /// Only chosen and handed over here; the writer encodes them, off the sources' tasks.
     pub async fn readings(&self, batch: &[Reading]) {
         if let Some(tx) = &self.readings {
-            let records: Vec<Record> = batch
+            let chosen: Vec<Reading> = batch
                 .iter()
                 .filter(|r| self.selection.wants(r))
-                .map(|r| record::reading(r, self.tz))
+                .cloned()
                 .collect();
-            if records.is_empty() {
+            if chosen.is_empty() {
                 return;
             }
             // Closed only at shutdown; what was not queued then is in history.
-            let _ = tx.send(records).await;
+            let _ = tx.send(chosen).await;
         }
     }
 
@@ -280,6 +281,7 @@ pub fn start(
     tasks.spawn(write(
         queue.clone(),
         (readings_rx, events_rx),
+        cfg.hub.timezone.0,
         wake.clone(),
         (u.batch_max, u.max_backlog_mb),
         alarms,
@@ -381,7 +383,11 @@ fn sender(
 /// something should not wait for the next interval (an alarm, a status change, a full batch).
 async fn write(
     queue: Arc<UplinkQueue>,
-    (mut readings, mut events): (mpsc::Receiver<Vec<Record>>, mpsc::UnboundedReceiver<Record>),
+    (mut readings, mut events): (
+        mpsc::Receiver<Vec<Reading>>,
+        mpsc::UnboundedReceiver<Record>,
+    ),
+    tz: Tz,
     wake: Arc<Notify>,
     (batch_max, max_backlog_mb): (usize, u64),
     alarms: Option<AlarmFeed>,
@@ -395,10 +401,11 @@ async fn write(
     let mut readings_open = true;
     let mut check = tokio::time::interval(Duration::from_secs(60));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The alarm of the last run may still be open: its state is settled at the first tick.
-    let mut shedding = true;
+    // Not yet told: the alarm of the last run may still be open, so the first check tells
+    // the engine either way.
+    let mut shedding: Option<bool> = None;
     loop {
-        let (records, urgent) = tokio::select! {
+        let (events_now, readings_now, urgent) = tokio::select! {
             biased;
             // The sources have stopped by now: queue what they handed over, then end. The
             // alarm engine stops on the same signal, finishing the event in hand (it does not
@@ -410,7 +417,7 @@ async fn write(
                     rest.push(e);
                 }
                 while let Ok(r) = readings.try_recv() {
-                    rest.extend(r);
+                    rest.extend(r.iter().map(|r| record::reading(r, tz)));
                 }
                 held.extend(rest);
                 let rest = held;
@@ -424,11 +431,11 @@ async fn write(
                 while let Ok(e) = events.try_recv() {
                     v.push(e);
                 }
-                (v, true)
+                (v, Vec::new(), true)
             }
             // Closed from the start when readings do not go up: alarms and status still do.
             r = readings.recv(), if readings_open => match r {
-                Some(r) => (r, false),
+                Some(r) => (Vec::new(), r, false),
                 None => {
                     readings_open = false;
                     continue;
@@ -436,22 +443,17 @@ async fn write(
             },
             // The backlog alarm also clears while few records come in.
             _ = check.tick() => {
-                shedding = shed_state(&queue, cap, shedding, alarms.as_ref());
+                shed_state(&queue, cap, &mut shedding, alarms.as_ref());
                 continue;
             }
         };
-        // Records a failed write left behind go first, keeping the order.
-        let records = if held.is_empty() {
-            records
-        } else {
-            let mut all = std::mem::take(&mut held);
-            all.extend(records);
-            all
-        };
-        let n = records.len();
-        // SQLite (and a checkpoint's fsync) off the async workers: the sources share them.
+        // Encoding and SQLite (and a checkpoint's fsync) off the async workers: the sources
+        // share them. Records a failed write left behind go first, keeping the order.
         let q = queue.clone();
+        let mut records = std::mem::take(&mut held);
         let (records, pushed) = match tokio::task::spawn_blocking(move || {
+            records.extend(events_now);
+            records.extend(readings_now.iter().map(|r| record::reading(r, tz)));
             let r = q.push(&records);
             (records, r)
         })
@@ -463,6 +465,7 @@ async fn write(
                 continue;
             }
         };
+        let n = records.len();
         if let Err(e) = pushed {
             // A full disk: held in memory and tried again with the next records. Past a bound
             // readings go (history has them); alarm events and status changes are kept.
@@ -494,20 +497,21 @@ async fn write(
         }
         if since_check >= 10_000 {
             since_check = 0;
-            shedding = shed_state(&queue, cap, shedding, alarms.as_ref());
+            shed_state(&queue, cap, &mut shedding, alarms.as_ref());
         }
     }
 }
 
-/// Sheds what is over the cap and tells the alarm engine when that state changes.
-fn shed_state(queue: &UplinkQueue, cap: i64, was: bool, alarms: Option<&AlarmFeed>) -> bool {
-    let now = shed(queue, cap, was);
-    if now != was {
+/// Sheds what is over the cap and tells the alarm engine when that state changes (or was
+/// never told).
+fn shed_state(queue: &UplinkQueue, cap: i64, told: &mut Option<bool>, alarms: Option<&AlarmFeed>) {
+    let now = shed(queue, cap, told.unwrap_or(true));
+    if *told != Some(now) {
         if let Some(a) = alarms {
             a.hub(UPLINK_BACKLOG, now);
         }
+        *told = Some(now);
     }
-    now
 }
 
 /// Keeps the queue under its cap by dropping the oldest readings. Returns whether the backlog
