@@ -109,28 +109,68 @@ impl App {
             stop_services.clone(),
         )?;
         let uplink_feed = uplink.as_ref().map(|(f, _)| f.clone());
+        let store_queue = tx.downgrade();
+        let hub = Hub::with_feeds(devices, Some(tx), Some(feed), uplink_feed.clone());
         let (engine, engine_task) = Engine::new(engine_cfg, alarms.clone(), notifier)
-            .with_uplink(uplink_feed.clone())
+            .with_uplink(uplink_feed)
+            .with_live(hub.live().clone())
             .start(events, stop_services.clone());
         services.spawn(engine_task);
-        let hub = Hub::with_feeds(devices, Some(tx), Some(feed), uplink_feed);
-        let listener = tokio::net::TcpListener::bind(cfg.api.listen)
-            .await
+        let listener = std::net::TcpListener::bind(cfg.api.listen)
             .with_context(|| format!("api.listen: cannot listen on {}", cfg.api.listen))?;
+        listener.set_nonblocking(true)?;
         let api_addr = listener.local_addr()?;
-        let router = crate::api::router(crate::api::ApiState {
-            hub: hub.clone(),
-            store: alarms.clone(),
-            engine: engine.clone(),
-            tokens: cfg.api.token.clone(),
-            started: std::time::Instant::now(),
-        });
+        let users_path = data_dir.join(crate::users::DB_FILE);
+        let users = Arc::new(
+            crate::users::Users::open(&users_path)
+                .with_context(|| format!("opening {}", users_path.display()))?,
+        );
+        let mut api = crate::api::ApiState::new(
+            hub.clone(),
+            alarms.clone(),
+            engine.clone(),
+            cfg.api.token.clone(),
+        );
+        api.site = crate::api::Site {
+            id: cfg.hub.id.clone(),
+            name: cfg.hub.name.clone().unwrap_or_else(|| cfg.hub.id.clone()),
+            language: cfg.hub.language.as_str().to_string(),
+            tz: cfg.hub.timezone.0,
+        };
+        api.history = Some(db_path.clone());
+        api.users = Some(users);
+        api.gauges = crate::api::Gauges {
+            writer: Some(writer.stats().clone()),
+            store_queue: Some(store_queue),
+            uplink: uplink.as_ref().map(|(_, q)| q.clone()),
+        };
+        api.cors_origins = cfg.api.cors_origins.clone();
+        api.tls = cfg.api.tls.is_some();
+        api.stop = stop_services.clone();
+        let router = crate::api::router(api);
         let stop_api = stop_services.clone();
-        services.spawn(async move {
-            if let Err(e) = crate::api::serve(listener, router, stop_api).await {
-                warn!(error = %e, "the HTTP API stopped");
+        match cfg.api.tls.clone() {
+            None => {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                services.spawn(async move {
+                    if let Err(e) = crate::api::serve(listener, router, stop_api).await {
+                        warn!(error = %e, "the HTTP API stopped");
+                    }
+                });
             }
-        });
+            Some(tls) => {
+                // Checked here, so that a bad certificate stops the start with a clear error
+                // instead of leaving a hub without its console.
+                crate::tls::server_config(&tls.cert, &tls.key)?;
+                services.spawn(async move {
+                    if let Err(e) =
+                        crate::api::serve_tls(listener, router, &tls.cert, &tls.key, stop_api).await
+                    {
+                        warn!(error = %format!("{e:#}"), "the HTTPS API stopped");
+                    }
+                });
+            }
+        }
 
         let stop_sources = CancellationToken::new();
         let mut sources = JoinSet::new();

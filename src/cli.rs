@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Parity;
+use crate::config::{Parity, Role};
 
 pub const DEFAULT_CONFIG: &str = "/etc/parkhub/parkhub.toml";
 
@@ -59,6 +59,41 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// The console's users: add, change a password, remove, list.
+    User(UserArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[command(subcommand)]
+    pub command: UserCommand,
+    /// The hub's config (the users live in `<hub.data_dir>/console.sqlite`).
+    #[arg(long, global = true, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+}
+
+/// The password is asked for (twice) on a terminal, else read as the first line of stdin;
+/// never from the command line, where `ps` and the shell history would show it.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user; asks for their password.
+    Add {
+        name: String,
+        /// viewer, operator or admin: the roles of `[[api.token]]`.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+    /// Set a user's password (ends their sessions); asks for the new one.
+    Passwd { name: String },
+    /// Remove a user and end their sessions.
+    Remove { name: String },
+    /// One line per user: name, role, when added.
+    List,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    crate::users::parse_role(s)
+        .ok_or_else(|| format!("`{s}` is not a role: viewer, operator or admin"))
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::alarm::engine::AlarmFeed;
 use crate::config::Location;
+use crate::live::{self, LiveEvent, LiveSender};
 use crate::reading::{Reading, Value};
 use crate::uplink::UplinkFeed;
 
@@ -82,6 +83,7 @@ pub struct Hub {
     store: Option<mpsc::Sender<Vec<Reading>>>,
     alarms: Option<AlarmFeed>,
     uplink: Option<UplinkFeed>,
+    live: LiveSender,
     readings: AtomicU64,
     dropped: AtomicU64,
     unrouted: AtomicU64,
@@ -121,6 +123,7 @@ impl Hub {
             store,
             alarms,
             uplink,
+            live: live::channel(),
             readings: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             unrouted: AtomicU64::new(0),
@@ -156,6 +159,12 @@ impl Hub {
         }
         if let Some(u) = &self.uplink {
             u.readings(&batch).await;
+        }
+        if self.live.receiver_count() > 0 {
+            // Nobody watching is an error of `send`, and no news.
+            let _ = self
+                .live
+                .send(LiveEvent::Readings(Arc::from(batch.as_slice())));
         }
         if let Some(tx) = &self.store {
             let n = batch.len() as u64;
@@ -224,18 +233,30 @@ impl Hub {
         if let Some(u) = &self.uplink {
             u.status(device, online);
         }
-        let Some(a) = &self.alarms else {
-            return;
-        };
         let id = self
             .devices
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get_key_value(device)
             .map(|(k, _)| k.clone());
-        if let Some(id) = id {
+        let Some(id) = id else {
+            return;
+        };
+        let _ = self.live.send(LiveEvent::Device {
+            device: id.clone(),
+            online,
+            reason: reason.clone(),
+            ts: Utc::now(),
+        });
+        if let Some(a) = &self.alarms {
             a.device(id, online, reason);
         }
+    }
+
+    /// Where the hub's live events go: subscribe to watch, or hand it to the alarm engine so
+    /// that alarm transitions go there too.
+    pub fn live(&self) -> &LiveSender {
+        &self.live
     }
 
     /// A bus (line or gateway) went down or came back: its bus-offline alarm follows.

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
             ProfilesCommand::Show { id } => commands::profiles::show(&id, profiles_dir.as_deref()),
         },
         Command::History(args) => commands::history::run(&args),
+        Command::User(args) => commands::user::run(&args),
         Command::Run { config } => {
             runtime().and_then(|rt| rt.block_on(commands::run::run(&config)))
         }

@@ -53,3 +53,25 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     })
 }
+
+/// The HTTPS listener's configuration: the certificate chain and private key of `[api.tls]`
+/// (PEM), HTTP/1.1 and HTTP/2 offered.
+pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("api.tls.cert {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("api.tls.cert {}", cert.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!("api.tls.cert {} holds no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("api.tls.key {}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("api.tls: the key does not fit the certificate")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}

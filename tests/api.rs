@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use parkhub::alarm::engine::{AlarmFeed, Engine, EngineConfig};
@@ -78,13 +78,12 @@ impl Park {
         let (engine, task) =
             Engine::new(cfg, store.clone(), Notifier::default()).start(events, stop.clone());
         tokio::spawn(task);
-        let state = ApiState {
-            hub: hub_for(&loaded),
-            store: store.clone(),
+        let state = ApiState::new(
+            hub_for(&loaded),
+            store.clone(),
             engine,
-            tokens: loaded.config.api.token.clone(),
-            started: Instant::now(),
-        };
+            loaded.config.api.token.clone(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}/api/v1", listener.local_addr().unwrap());
         let server = tokio::spawn(api::serve(listener, api::router(state), stop.clone()));

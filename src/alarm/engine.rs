@@ -27,6 +27,7 @@ use super::rules::{Rule, Target};
 use super::store::{AlarmRow, AlarmStore, EventRow, Maintenance, OutboxRow, Shelf};
 use super::{is_urgent, AlarmKey, AlarmState, Category, EventKind, Scope, Severity};
 use crate::config::{Language, Loaded, Location, RouteConfig, RouteMatch};
+use crate::live::{LiveEvent, LiveSender};
 use crate::notify::{message, Notifier, Push};
 use crate::reading::{Reading, Value};
 use crate::uplink::record::AlarmOut;
@@ -415,6 +416,7 @@ pub struct Engine {
     store: Arc<AlarmStore>,
     notifier: Notifier,
     uplink: Option<UplinkFeed>,
+    live: Option<LiveSender>,
     sirens: Vec<String>,
     slots: HashMap<AlarmKey, Slot>,
     by_id: HashMap<i64, AlarmKey>,
@@ -447,6 +449,7 @@ impl Engine {
             store,
             notifier,
             uplink: None,
+            live: None,
             sirens,
             slots: HashMap::new(),
             by_id: HashMap::new(),
@@ -463,6 +466,12 @@ impl Engine {
     /// Sends every alarm transition to the cloud too.
     pub fn with_uplink(mut self, uplink: Option<UplinkFeed>) -> Self {
         self.uplink = uplink;
+        self
+    }
+
+    /// Tells every stored alarm's transition to whoever watches live (the console).
+    pub fn with_live(mut self, live: LiveSender) -> Self {
+        self.live = Some(live);
         self
     }
 
@@ -1314,16 +1323,17 @@ impl Engine {
         if row.state == AlarmState::Normal {
             row.closed_at = Some(now);
         }
+        let ev = event_row(now, event, Some(who), comment.as_deref());
         if row.id > 0 {
             self.store
-                .update(
-                    &row,
-                    Some(&event_row(now, event, Some(who), comment.as_deref())),
-                )
+                .update(&row, Some(&ev))
                 .map_err(|e| CommandError::Store(e.to_string()))?;
         }
         open.life = life;
         open.row = row.clone();
+        // Stored above (an operator must hear of a failed write); the cloud and the console
+        // still have to hear of it.
+        self.up(&row, &ev);
         info!(alarm = %key, id, who, "alarm acknowledged");
         self.announce(&key, event, Some(who), comment.as_deref());
         self.disarm(&key);
@@ -1518,8 +1528,15 @@ impl Engine {
         }
     }
 
-    /// An alarm's transition, to the cloud.
+    /// An alarm's transition, to the cloud and the console.
     fn up(&self, row: &AlarmRow, ev: &EventRow) {
+        // Only stored alarms: one the store refused has no id a watcher could act on.
+        if let Some(live) = self.live.as_ref().filter(|_| row.id >= 0) {
+            let _ = live.send(LiveEvent::Alarm {
+                alarm: Arc::new(row.clone()),
+                event: ev.event.clone(),
+            });
+        }
         let Some(u) = &self.uplink else {
             return;
         };

@@ -1,4 +1,5 @@
-//! Bearer tokens of `[[api.token]]`: who is calling and what their role lets them do.
+//! Bearer tokens of `[[api.token]]` and the console's session cookie: who is calling and what
+//! their role lets them do.
 //!
 //! The config holds only the SHA-256 of each token, so a leaked config does not leak access.
 //! A presented token is hashed and compared with every configured hash in constant time, and
@@ -60,6 +61,54 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The cookie that carries a console session. HttpOnly (page scripts never see it) and
+/// SameSite=Strict (no other site's page can make the browser send it).
+pub const SESSION_COOKIE: &str = "parkhub_session";
+
+/// The session cookie's value, if the request has one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == SESSION_COOKIE && !c.value().is_empty())
+        .map(|c| c.value().to_owned())
+}
+
+/// The `Set-Cookie` value that starts (`Some(value)`) or ends (`None`) a session. `Secure` when
+/// the hub serves HTTPS: then the browser never sends it in clear.
+pub fn set_session_cookie(value: Option<&str>, secure: bool, max_age_s: i64) -> String {
+    let mut c = cookie::Cookie::build((SESSION_COOKIE, value.unwrap_or("").to_owned()))
+        .path("/")
+        .http_only(true)
+        .same_site(cookie::SameSite::Strict)
+        .secure(secure)
+        .max_age(cookie::time::Duration::seconds(if value.is_some() {
+            max_age_s
+        } else {
+            0
+        }))
+        .build();
+    if value.is_none() {
+        c.make_removal();
+    }
+    c.to_string()
+}
+
+/// `caller` if their role is at least `need`.
+pub fn permit(caller: Caller, need: Role) -> Result<Caller, ApiError> {
+    if caller.role < need {
+        return Err(ApiError::Forbidden {
+            name: caller.name,
+            role: caller.role,
+            need,
+        });
+    }
+    Ok(caller)
+}
+
 impl Keys {
     pub fn new(tokens: &[ApiToken]) -> Self {
         let keys = tokens
@@ -103,21 +152,6 @@ impl Keys {
             role: k.role,
         })
     }
-
-    /// The caller of a request that needs at least `need`: 401 without a known token, 403
-    /// when its role is too low.
-    pub fn authorize(&self, headers: &HeaderMap, need: Role) -> Result<Caller, ApiError> {
-        let token = bearer(headers).ok_or(ApiError::NoToken)?;
-        let caller = self.identify(token).ok_or(ApiError::UnknownToken)?;
-        if caller.role < need {
-            return Err(ApiError::Forbidden {
-                name: caller.name,
-                role: caller.role,
-                need,
-            });
-        }
-        Ok(caller)
-    }
 }
 
 #[cfg(test)]
@@ -137,6 +171,12 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
         h
+    }
+
+    /// What a request's extractor does with a bearer header.
+    fn authorize(keys: &Keys, h: &HeaderMap, need: Role) -> Result<Caller, ApiError> {
+        let token = bearer(h).ok_or(ApiError::NoToken)?;
+        permit(keys.identify(token).ok_or(ApiError::UnknownToken)?, need)
     }
 
     fn keys() -> Keys {
@@ -197,35 +237,69 @@ mod tests {
     fn a_role_grants_what_it_names_and_every_lower_role() {
         let keys = keys();
         let op = headers("Bearer duty-secret");
-        assert!(keys.authorize(&op, Role::Viewer).is_ok());
-        assert!(keys.authorize(&op, Role::Operator).is_ok());
+        assert!(authorize(&keys, &op, Role::Viewer).is_ok());
+        assert!(authorize(&keys, &op, Role::Operator).is_ok());
         assert!(matches!(
-            keys.authorize(&op, Role::Admin),
+            authorize(&keys, &op, Role::Admin),
             Err(ApiError::Forbidden {
                 need: Role::Admin,
                 ..
             })
         ));
         assert!(matches!(
-            keys.authorize(&headers("Bearer guard-secret"), Role::Operator),
+            authorize(&keys, &headers("Bearer guard-secret"), Role::Operator),
             Err(ApiError::Forbidden { .. })
         ));
-        assert!(keys
-            .authorize(&headers("Bearer root-secret"), Role::Operator)
-            .is_ok());
+        assert!(authorize(&keys, &headers("Bearer root-secret"), Role::Operator).is_ok());
     }
 
     #[test]
     fn no_token_and_an_unknown_token_are_told_apart_for_the_client() {
         let keys = keys();
         assert!(matches!(
-            keys.authorize(&HeaderMap::new(), Role::Viewer),
+            authorize(&keys, &HeaderMap::new(), Role::Viewer),
             Err(ApiError::NoToken)
         ));
         assert!(matches!(
-            keys.authorize(&headers("Bearer nope"), Role::Viewer),
+            authorize(&keys, &headers("Bearer nope"), Role::Viewer),
             Err(ApiError::UnknownToken)
         ));
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others_and_an_empty_one_is_none() {
+        assert_eq!(
+            session_cookie(&cookies("theme=dark; parkhub_session=abc; lang=zh")),
+            Some("abc".into())
+        );
+        assert_eq!(session_cookie(&cookies("parkhub_session=")), None);
+        assert_eq!(session_cookie(&cookies("other=1")), None);
+        assert_eq!(session_cookie(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn the_session_cookie_is_http_only_strict_and_secure_under_tls() {
+        let set = set_session_cookie(Some("abc"), true, 3600);
+        for part in [
+            "parkhub_session=abc",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Secure",
+            "Path=/",
+            "Max-Age=3600",
+        ] {
+            assert!(set.contains(part), "{set} lacks {part}");
+        }
+        assert!(!set_session_cookie(Some("abc"), false, 60).contains("Secure"));
+        let ended = set_session_cookie(None, false, 60);
+        assert!(ended.starts_with("parkhub_session=;"), "{ended}");
+        assert!(ended.contains("Max-Age=0"), "{ended}");
+    }
+
+    fn cookies(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_str(v).unwrap());
+        h
     }
 
     #[test]

@@ -12,11 +12,17 @@ use crate::config::Role;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("a bearer token is required (Authorization: Bearer <token>)")]
+    #[error("log in, or send a bearer token (Authorization: Bearer <token>)")]
     NoToken,
     #[error("the bearer token is not one of this hub's tokens")]
     UnknownToken,
-    #[error("token `{name}` has the {} role; this needs {}", role_name(*.role), role_name(*.need))]
+    #[error("the session has ended: log in again")]
+    NoSession,
+    #[error("wrong user name or password")]
+    BadLogin,
+    #[error("too many failed logins: try again in {retry_after_s} s")]
+    TooManyAttempts { retry_after_s: u64 },
+    #[error("`{name}` has the {} role; this needs {}", role_name(*.role), role_name(*.need))]
     Forbidden {
         name: String,
         role: Role,
@@ -40,7 +46,11 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::NoToken | ApiError::UnknownToken => StatusCode::UNAUTHORIZED,
+            ApiError::NoToken
+            | ApiError::UnknownToken
+            | ApiError::NoSession
+            | ApiError::BadLogin => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -58,11 +68,11 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), error = %self, "api request failed");
         }
-        let mut res = (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response();
+        let mut body = serde_json::json!({ "error": self.to_string() });
+        if let ApiError::TooManyAttempts { retry_after_s } = self {
+            body["retry_after_s"] = retry_after_s.into();
+        }
+        let mut res = (status, Json(body)).into_response();
         match self {
             // RFC 6750: a client without a token is told the scheme; one with a bad token
             // is also told why.
@@ -75,6 +85,10 @@ impl IntoResponse for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer error=\"invalid_token\""),
                 );
+            }
+            ApiError::TooManyAttempts { retry_after_s } => {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
             }
             _ => {}
         }
@@ -97,13 +111,13 @@ impl From<CommandError> for ApiError {
 
 impl From<rusqlite::Error> for ApiError {
     fn from(e: rusqlite::Error) -> Self {
-        ApiError::Internal(format!("the alarm database failed: {e}"))
+        ApiError::Internal(format!("a database read failed: {e}"))
     }
 }
 
 impl From<tokio::task::JoinError> for ApiError {
     fn from(e: tokio::task::JoinError) -> Self {
-        ApiError::Internal(format!("the alarm database read did not finish: {e}"))
+        ApiError::Internal(format!("a database read did not finish: {e}"))
     }
 }
 
@@ -187,7 +201,7 @@ mod tests {
         };
         assert_eq!(
             e.to_string(),
-            "token `guard` has the viewer role; this needs operator"
+            "`guard` has the viewer role; this needs operator"
         );
     }
 }

@@ -7,10 +7,19 @@
 //! `[[api.token]]`; the token's `name` is who did it in the alarm's history.
 
 mod auth;
+mod console;
+mod devices;
+mod energy;
 mod error;
+mod history;
+mod metrics;
+mod session;
+mod stream;
 mod view;
 
 use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,15 +27,18 @@ use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use chrono_tz::Tz;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::net::TcpListener;
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use auth::{Caller, Keys};
+pub use console::files as console_files;
 pub use error::ApiError;
 pub use view::{AlarmDetail, AlarmView, DeliveryView, EventView};
 
@@ -34,6 +46,7 @@ use crate::alarm::engine::EngineHandle;
 use crate::alarm::store::{AlarmStore, Listing};
 use crate::config::{ApiToken, Role};
 use crate::hub::Hub;
+use crate::users::{LoginLimiter, Users};
 
 /// Request bodies are a comment or a reason: anything bigger is a mistake or an attack.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -47,6 +60,24 @@ pub use crate::alarm::engine::MAX_MAINTENANCE_MINUTES;
 /// open must not keep the hub from stopping.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// The hub as the console names it.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub id: String,
+    pub name: String,
+    pub language: String,
+    pub tz: Tz,
+}
+
+/// What `/metrics` reads besides the hub's live state.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    pub writer: Option<Arc<crate::store::WriterStats>>,
+    /// The history writer's queue; weak, so the API never keeps the writer from stopping.
+    pub store_queue: Option<tokio::sync::mpsc::WeakSender<Vec<crate::reading::Reading>>>,
+    pub uplink: Option<Arc<crate::uplink::queue::UplinkQueue>>,
+}
+
 /// What the API works on.
 #[derive(Debug, Clone)]
 pub struct ApiState {
@@ -56,33 +87,129 @@ pub struct ApiState {
     pub tokens: Vec<ApiToken>,
     /// When the hub started, for `uptime_s`.
     pub started: Instant,
+    pub site: Site,
+    /// The history database (none: history and energy answer 503).
+    pub history: Option<PathBuf>,
+    /// The console's users (none: only bearer tokens get in).
+    pub users: Option<Arc<Users>>,
+    pub gauges: Gauges,
+    /// Browser origins allowed to call the API (CORS); empty: none.
+    pub cors_origins: Vec<String>,
+    /// Whether the listener serves HTTPS (session cookies are then `Secure`).
+    pub tls: bool,
+    /// Cancelled when the hub stops: open event streams end then.
+    pub stop: CancellationToken,
+}
+
+impl ApiState {
+    /// The API of `hub` with bearer tokens only, no history and no console users; the fields
+    /// are public to add those.
+    pub fn new(
+        hub: Arc<Hub>,
+        store: Arc<AlarmStore>,
+        engine: EngineHandle,
+        tokens: Vec<ApiToken>,
+    ) -> Self {
+        Self {
+            hub,
+            store,
+            engine,
+            tokens,
+            started: Instant::now(),
+            site: Site {
+                id: String::new(),
+                name: String::new(),
+                language: "zh-CN".into(),
+                tz: chrono_tz::Asia::Shanghai,
+            },
+            history: None,
+            users: None,
+            gauges: Gauges::default(),
+            cors_origins: Vec::new(),
+            tls: false,
+            stop: CancellationToken::new(),
+        }
+    }
 }
 
 struct Shared {
     state: ApiState,
     keys: Keys,
+    history: Option<history::Readers>,
+    limiter: Mutex<LoginLimiter>,
 }
 
 type Ctx = Arc<Shared>;
 
-/// The API's routes, all under `/api/v1`; merge or nest it with the hub's other routes.
+/// The hub's HTTP routes: the API under `/api/v1`, `/metrics`, and the console at `/`.
 pub fn router(state: ApiState) -> Router {
     let keys = Keys::new(&state.tokens);
-    let shared = Arc::new(Shared { state, keys });
+    let history = state
+        .history
+        .clone()
+        .map(|path| history::Readers::new(path, state.site.tz));
+    let cors = cors(&state.cors_origins);
+    let shared = Arc::new(Shared {
+        state,
+        keys,
+        history,
+        limiter: Mutex::new(LoginLimiter::new()),
+    });
     let v1 = Router::new()
         .route("/health", get(health))
+        .route("/login", post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/me", get(session::me))
+        .route("/users", get(session::list_users).post(session::add_user))
+        .route("/users/{name}", delete(session::remove_user))
+        .route("/overview", get(devices::overview))
+        .route("/devices", get(devices::list))
+        .route("/devices/{id}", get(devices::one))
+        .route("/devices/{id}/latest", get(devices::latest))
+        .route("/devices/{id}/maintenance", post(maintenance))
+        .route("/history", get(history::history))
+        .route("/energy", get(history::energy))
+        .route("/stream", get(stream::stream))
         .route("/alarms", get(list_alarms))
         .route("/alarms/{id}", get(alarm))
         .route("/alarms/{id}/ack", post(ack))
         .route("/alarms/{id}/shelve", post(shelve))
-        .route("/devices/{id}/maintenance", post(maintenance))
         // On the nested router, not the outer one, so the hub can still merge this router
         // with others that bring their own fallback.
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(shared);
-    Router::new().nest("/api/v1", v1)
+        .with_state(shared.clone());
+    let mut app = Router::new()
+        .nest("/api/v1", v1)
+        .route("/metrics", get(metrics::metrics))
+        .with_state(shared)
+        .merge(console::router());
+    if let Some(cors) = cors {
+        app = app.layer(cors);
+    }
+    // Compresses JSON, CSV and the console; the event stream is left alone (by the layer's
+    // default predicate), since compressing it would hold events back.
+    app.layer(tower_http::compression::CompressionLayer::new())
+}
+
+/// CORS: none at all unless origins are configured; then only those, only to read and to
+/// send commands with a bearer token (cookies stay same-site).
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if allowed.is_empty() {
+        return None;
+    }
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(allowed)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets open requests finish
@@ -95,9 +222,12 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP API listening");
     }
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .into_future();
     let grace = async {
         shutdown.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -111,21 +241,68 @@ pub async fn serve(
     }
 }
 
+/// Like [`serve`], over TLS: `cert` and `key` are PEM files.
+pub async fn serve_tls(
+    listener: std::net::TcpListener,
+    router: Router,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(
+        crate::tls::server_config(cert, key)?,
+    ));
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "HTTPS API listening");
+    }
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
+    });
+    axum_server::from_tcp_rustls(listener, config)?
+        .handle(handle)
+        .serve(router.into_make_service_with_connect_info::<SocketAddr>())
+        .await
+        .context("serving HTTPS")
+}
+
 // ---- extractors ----
 
-/// A caller with at least the viewer role (reads record no one, so who it is is not kept).
-struct Viewer;
+/// Who is calling: a bearer token, or else the console's session cookie.
+async fn caller(parts: &Parts, s: &Shared) -> Result<Caller, ApiError> {
+    if let Some(token) = auth::bearer(&parts.headers) {
+        return s.keys.identify(token).ok_or(ApiError::UnknownToken);
+    }
+    let (Some(users), Some(cookie)) = (&s.state.users, auth::session_cookie(&parts.headers)) else {
+        return Err(ApiError::NoToken);
+    };
+    let users = users.clone();
+    let user = tokio::task::spawn_blocking(move || users.session(&cookie))
+        .await?
+        .ok_or(ApiError::NoSession)?;
+    Ok(Caller {
+        name: user.name,
+        role: user.role,
+    })
+}
+
+/// A caller with at least the viewer role.
+struct Viewer(#[allow(dead_code)] Caller);
 
 /// A caller with at least the operator role.
 struct Operator(Caller);
+
+/// A caller with the admin role.
+struct Admin(#[allow(dead_code)] Caller);
 
 impl FromRequestParts<Ctx> for Viewer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, s: &Ctx) -> Result<Self, ApiError> {
-        s.keys
-            .authorize(&parts.headers, Role::Viewer)
-            .map(|_| Viewer)
+        auth::permit(caller(parts, s).await?, Role::Viewer).map(Viewer)
     }
 }
 
@@ -133,9 +310,15 @@ impl FromRequestParts<Ctx> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, s: &Ctx) -> Result<Self, ApiError> {
-        s.keys
-            .authorize(&parts.headers, Role::Operator)
-            .map(Operator)
+        auth::permit(caller(parts, s).await?, Role::Operator).map(Operator)
+    }
+}
+
+impl FromRequestParts<Ctx> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Ctx) -> Result<Self, ApiError> {
+        auth::permit(caller(parts, s).await?, Role::Admin).map(Admin)
     }
 }
 

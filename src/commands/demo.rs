@@ -41,6 +41,12 @@ const RTU_METERS: &[(u8, &str)] = &[(1, "tuf-2000m"), (2, "xintai-water"), (3, "
 /// The water meter that dies for the second half of every minute.
 const FLAKY_UNIT: u8 = 3;
 
+/// Where the demo serves the console when the port is free (DESIGN.md).
+const DEMO_LISTEN: &str = "127.0.0.1:8080";
+
+/// The demo's console user; its password is new each run and printed.
+const DEMO_USER: &str = "demo";
+
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let (data_dir, _temp) = match &args.data_dir {
         Some(d) => (d.clone(), None),
@@ -91,7 +97,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         webhook_secret: secret,
         token_sha256: hex::encode(Sha256::digest(token.as_bytes())),
     };
-    let loaded = demo_config(&data_dir, &ports)?;
+    let mut loaded = demo_config(&data_dir, &ports)?;
+    // DESIGN.md promises the console at 127.0.0.1:8080; when something else holds that port
+    // (a second demo), a free one does.
+    loaded.0.config.api.listen = match std::net::TcpListener::bind(DEMO_LISTEN) {
+        Ok(_) => DEMO_LISTEN.parse()?,
+        Err(_) => "127.0.0.1:0".parse()?,
+    };
+    // No default password: the demo's console user gets a new one each run.
+    let password = crate::random::hex(8)?;
+    crate::users::Users::open(&data_dir.join(crate::users::DB_FILE))?.add(
+        DEMO_USER,
+        crate::config::Role::Admin,
+        &password,
+    )?;
     let config_path = data_dir.join("parkhub.toml");
     std::fs::write(&config_path, &loaded.1)
         .with_context(|| format!("writing {}", config_path.display()))?;
@@ -136,6 +155,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
          \x20 sensors             MQTT            127.0.0.1:{mqtt_port}  (smoke, fire panel, door, lift, leak, environment, e-bike station)\n\
          \x20 alarm pushes        webhook         {hook}  (signed; printed below as they arrive)\n\
          \x20 cloud uplink        HTTP            {hook}/ingest  (batches every 10 s, printed below)\n\
+         \x20 console             http://{api}/  (user {DEMO_USER}, password for this run: {password})\n\
          \x20 API                 http://{api}/api/v1  (token for this run: {token})\n\
          \x20 history             {}\n\
          \x20 config              {}\n\

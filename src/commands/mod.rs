@@ -7,6 +7,7 @@ pub mod probe;
 pub mod profiles;
 pub mod run;
 pub mod uplink_test;
+pub mod user;
 
 use std::process::ExitCode;
 

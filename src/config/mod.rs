@@ -98,6 +98,15 @@ pub enum Language {
     En,
 }
 
+impl Language {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::ZhCn => "zh-CN",
+            Language::En => "en",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct HubConfig {
     /// Unique per hub; pushes and the uplink carry it.
@@ -125,6 +134,13 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     #[serde(default)]
     pub token: Vec<ApiToken>,
+    /// Web origins (`https://brain.example.com`) whose pages may call the API from a browser.
+    /// Empty, the default: no cross-origin access at all.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    /// Serve HTTPS on `listen` (for installs without a reverse proxy in front).
+    #[serde(default)]
+    pub tls: Option<ApiTls>,
 }
 
 impl Default for ApiConfig {
@@ -132,8 +148,17 @@ impl Default for ApiConfig {
         Self {
             listen: default_api_listen(),
             token: Vec::new(),
+            cors_origins: Vec::new(),
+            tls: None,
         }
     }
+}
+
+/// The listener's certificate chain and private key, PEM files.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ApiTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 fn default_api_listen() -> SocketAddr {
@@ -385,6 +410,9 @@ pub struct Location {
     pub zone: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<String>,
+    /// The tenant (企业) a meter bills, for energy per tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -176,6 +176,44 @@ fn check_api(c: &mut Check<'_, '_>, api: &ApiConfig) {
             );
         }
     }
+    for (i, origin) in api.cors_origins.iter().enumerate() {
+        let path = KeyPath::from("api").key("cors_origins").index(i);
+        if let Err(why) = check_origin(origin) {
+            c.err(path, why);
+        }
+    }
+    if let Some(tls) = &api.tls {
+        for (key, file) in [("cert", &tls.cert), ("key", &tls.key)] {
+            if !file.is_file() {
+                c.err(
+                    KeyPath::from("api").key("tls").key(key),
+                    format!("{} is not a readable file", file.display()),
+                );
+            }
+        }
+    }
+}
+
+/// A browser sends `Origin: scheme://host[:port]`, nothing more: a path or a wildcard here
+/// would never match, or would open the API to every site.
+fn check_origin(origin: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "`{origin}` is not an origin: write scheme://host[:port], e.g. `https://brain.example.com` (no path, no `*`)"
+        )
+    };
+    let url = url::Url::parse(origin).map_err(|_| bad())?;
+    let is_origin = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some()
+        && url.path() == "/"
+        && !origin.ends_with('/')
+        && url.query().is_none()
+        && url.username().is_empty();
+    if is_origin {
+        Ok(())
+    } else {
+        Err(bad())
+    }
 }
 
 /// `value` (of the key at `path`) must lie in `lo..=hi`; bounds keep durations sane on a box

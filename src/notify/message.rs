@@ -188,6 +188,7 @@ mod tests {
                 floor: Some("2F".into()),
                 zone: Some("东走廊".into()),
                 room: None,
+                tenant: None,
             },
             department: "fire-control".into(),
             message: String::new(),

@@ -63,6 +63,12 @@ CREATE TABLE IF NOT EXISTS rollup(
     pending REAL,
     PRIMARY KEY(period, start, series)
 ) WITHOUT ROWID;
+-- Hourly and daily summaries by series as well: a chart of one point over a month reads one
+-- stretch of this instead of seeking a bucket at a time through every series. Covering, so the
+-- table is not read; only the coarse periods, so it costs about 1/13 of the rollups' size.
+CREATE INDEX IF NOT EXISTS rollup_by_series
+    ON rollup(series, period, start, min, max, sum, count, last, last_ts, delta, base, pending)
+    WHERE period >= 3600;
 CREATE TABLE IF NOT EXISTS counter_state(
     series INTEGER PRIMARY KEY,
     start INTEGER NOT NULL,

@@ -167,7 +167,7 @@ pub fn next_day_start(tz: Tz, ts: i64) -> i64 {
     local_midnight(tz, date.succ_opt().unwrap_or(date))
 }
 
-fn local_midnight(tz: Tz, date: chrono::NaiveDate) -> i64 {
+pub fn local_midnight(tz: Tz, date: chrono::NaiveDate) -> i64 {
     // Where DST begins at midnight, the day starts at the first instant that exists.
     let mut t = date.and_time(NaiveTime::MIN);
     for _ in 0..4 {

@@ -62,7 +62,7 @@ impl WriterOptions {
 }
 
 /// What the writer has done, for status pages and benchmarks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriterStats {
     pub written: AtomicU64,
     /// Text values (enumeration labels, strings), which history does not keep.
@@ -72,6 +72,26 @@ pub struct WriterStats {
     pub moved: AtomicU64,
     pub write_errors: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// Seconds per committed batch of readings, for `/metrics`: a slowing SD card shows here
+    /// long before it fails.
+    pub write_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        Self {
+            written: AtomicU64::default(),
+            skipped: AtomicU64::default(),
+            dropped: AtomicU64::default(),
+            moved: AtomicU64::default(),
+            write_errors: AtomicU64::default(),
+            last_error: Mutex::default(),
+            // 0.5 ms .. 8 s: a commit on a healthy card takes milliseconds, a dying one seconds.
+            write_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 15),
+            ),
+        }
+    }
 }
 
 enum Control {
@@ -336,8 +356,12 @@ impl Writer {
         if buf.is_empty() {
             return;
         }
+        let started = Instant::now();
         match self.insert(buf) {
             Ok(n) => {
+                self.stats
+                    .write_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 self.stats.written.fetch_add(n, Ordering::Relaxed);
                 if self.error_logged {
                     info!("history writes succeed again");
