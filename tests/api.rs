@@ -387,6 +387,24 @@ async fn shelving_beyond_the_configured_maximum_is_refused_and_a_valid_shelf_is_
         .expect("the shelf is stored");
     assert_eq!(shelved.who.as_deref(), Some("duty-operator"));
     assert_eq!(shelved.comment.as_deref(), Some("cable work on 2F"));
+    // A shelved alarm reads as suppressed, in the list and on its own: the console keeps no
+    // banner or sound for it.
+    let list = json(park.get("/alarms", Some(VIEWER)).send().await.unwrap()).await;
+    let listed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == id)
+        .unwrap();
+    assert_eq!(listed["suppressed"], true, "{listed}");
+    let one = json(
+        park.get(&format!("/alarms/{id}"), Some(VIEWER))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(one["suppressed"], true);
 }
 
 #[tokio::test]

@@ -1532,8 +1532,17 @@ impl Engine {
     fn up(&self, row: &AlarmRow, ev: &EventRow) {
         // Only stored alarms: one the store refused has no id a watcher could act on.
         if let Some(live) = self.live.as_ref().filter(|_| row.id >= 0) {
+            // A watcher treats a shelved alarm as suppressed (no banner, no sound). The shelf
+            // is set just after its event is told, and gone just before its end is.
+            let shelved = match ev.event.as_str() {
+                "shelved" => true,
+                "unshelved" => false,
+                _ => self.shelves.contains_key(&row.key),
+            };
+            let mut alarm = row.clone();
+            alarm.suppressed |= shelved;
             let _ = live.send(LiveEvent::Alarm {
-                alarm: Arc::new(row.clone()),
+                alarm: Arc::new(alarm),
                 event: ev.event.clone(),
             });
         }

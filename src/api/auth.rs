@@ -12,6 +12,7 @@ use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 use super::error::ApiError;
 use crate::config::{ApiToken, Role};
+pub use crate::users::role_name;
 
 /// Who made a request, as their token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,14 +37,6 @@ impl std::fmt::Debug for Keys {
         f.debug_list()
             .entries(self.0.iter().map(|k| (&k.name, k.role)))
             .finish()
-    }
-}
-
-pub fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Viewer => "viewer",
-        Role::Operator => "operator",
-        Role::Admin => "admin",
     }
 }
 

@@ -382,6 +382,19 @@ where
 
 // ---- handlers ----
 
+/// The alarms on a shelf now.
+fn shelved(
+    store: &AlarmStore,
+) -> rusqlite::Result<std::collections::HashSet<crate::alarm::AlarmKey>> {
+    let now = chrono::Utc::now();
+    Ok(store
+        .shelves()?
+        .into_iter()
+        .filter(|s| s.until > now)
+        .map(|s| s.key)
+        .collect())
+}
+
 async fn health(State(s): State<Ctx>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "status": "ok",
@@ -410,8 +423,15 @@ async fn list_alarms(
             )))
         }
     };
-    let rows = read(&s, move |store| store.list(which, limit)).await?;
-    Ok(Json(rows.iter().map(AlarmView::from).collect()))
+    let (rows, shelved) = read(&s, move |store| {
+        Ok((store.list(which, limit)?, shelved(store)?))
+    })
+    .await?;
+    Ok(Json(
+        rows.iter()
+            .map(|a| AlarmView::from(a).shelved(shelved.contains(&a.key)))
+            .collect(),
+    ))
 }
 
 async fn alarm(
@@ -424,12 +444,19 @@ async fn alarm(
         let Some(row) = store.alarm(id)? else {
             return Ok(None);
         };
-        Ok(Some((row, store.events(id)?, store.deliveries(id)?)))
+        let shelved = shelved(store)?.contains(&row.key);
+        Ok(Some((
+            row,
+            shelved,
+            store.events(id)?,
+            store.deliveries(id)?,
+        )))
     })
     .await?;
-    let (row, events, deliveries) = found.ok_or(ApiError::NotFound(format!("no alarm {id}")))?;
+    let (row, shelved, events, deliveries) =
+        found.ok_or(ApiError::NotFound(format!("no alarm {id}")))?;
     Ok(Json(AlarmDetail {
-        alarm: AlarmView::from(&row),
+        alarm: AlarmView::from(&row).shelved(shelved),
         events: events.iter().map(EventView::from).collect(),
         deliveries: deliveries.iter().map(DeliveryView::from).collect(),
     }))

@@ -30,11 +30,20 @@ pub struct AlarmView {
     /// Whether the condition holds now.
     pub condition: bool,
     pub escalated: bool,
+    /// Inhibited by another alarm, in maintenance, or shelved: nobody is told of it now.
     pub suppressed: bool,
     pub rule: String,
     pub scope: &'static str,
     /// The value that last decided the condition.
     pub value: Option<serde_json::Value>,
+}
+
+impl AlarmView {
+    /// Marks a shelved alarm as suppressed (the store keeps shelves apart from alarms).
+    pub fn shelved(mut self, on_shelf: bool) -> Self {
+        self.suppressed |= on_shelf;
+        self
+    }
 }
 
 impl From<&AlarmRow> for AlarmView {

@@ -1075,3 +1075,24 @@ fn check_uplink(
         check_range(c, at("every_s"), clamp_i64(p.every_s), 0, 86_400);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_origin;
+
+    #[test]
+    fn an_origin_is_a_scheme_and_a_host_with_no_path_and_no_wildcard() {
+        assert!(check_origin("https://brain.example.com").is_ok());
+        assert!(check_origin("http://10.0.0.5:8080").is_ok());
+        for bad in [
+            "*",
+            "https://brain.example.com/",
+            "https://a.b/path",
+            "brain.example.com",
+            "ftp://a.b",
+            "https://u:p@a.b",
+        ] {
+            assert!(check_origin(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -52,19 +52,23 @@ pub(super) fn get(
         "SELECT min, max, sum, count, last, last_ts, delta, base, pending FROM rollup
          WHERE period = ?1 AND start = ?2 AND series = ?3",
     )?
-    .query_row(params![period, start, series], |r| {
-        Ok(Agg {
-            min: r.get(0)?,
-            max: r.get(1)?,
-            sum: r.get(2)?,
-            count: r.get(3)?,
-            last: r.get(4)?,
-            last_ts: r.get(5)?,
-            delta: r.get(6)?,
-            end: state(r.get(7)?, r.get(8)?),
-        })
-    })
+    .query_row(params![period, start, series], |r| agg_at(r, 0))
     .optional()
+}
+
+/// The summary in the columns `min, max, sum, count, last, last_ts, delta, base, pending` of a
+/// row, from column `first` on.
+fn agg_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Agg> {
+    Ok(Agg {
+        min: r.get(first)?,
+        max: r.get(first + 1)?,
+        sum: r.get(first + 2)?,
+        count: r.get(first + 3)?,
+        last: r.get(first + 4)?,
+        last_ts: r.get(first + 5)?,
+        delta: r.get(first + 6)?,
+        end: state(r.get(first + 7)?, r.get(first + 8)?),
+    })
 }
 
 fn state(base: Option<f64>, pending: Option<f64>) -> Option<CounterState> {
@@ -110,21 +114,7 @@ pub(super) fn range(
     let (Some(first), Some(last)) = (first, last) else {
         return Ok(Vec::new());
     };
-    let row = |r: &rusqlite::Row<'_>| {
-        Ok((
-            r.get(0)?,
-            Agg {
-                min: r.get(1)?,
-                max: r.get(2)?,
-                sum: r.get(3)?,
-                count: r.get(4)?,
-                last: r.get(5)?,
-                last_ts: r.get(6)?,
-                delta: r.get(7)?,
-                end: state(r.get(8)?, r.get(9)?),
-            },
-        ))
-    };
+    let row = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, agg_at(r, 1)?));
     let (lo, hi) = (lo.max(first), hi.min(last.saturating_add(1)));
     if period >= PERIOD_HOUR {
         // `period >= 3600` repeats the index's condition, which SQLite needs to use it.
