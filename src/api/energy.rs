@@ -237,7 +237,8 @@ pub fn groups(meters: &[Meter], by: By) -> Vec<(String, Vec<usize>)> {
 /// Consumption to the watt-hour (or litre) and no further: differences of meter readings
 /// carry float noise in their last digits.
 pub fn round_use(v: f64) -> f64 {
-    (v * 1e6).round() / 1e6
+    // `+ 0.0` turns the -0.0 of an empty sum into 0.
+    (v * 1e6).round() / 1e6 + 0.0
 }
 
 /// One group's use per bucket (`None`: no meter of the group has data there) and in all.
@@ -387,6 +388,13 @@ mod tests {
             ]
         );
         assert_eq!(groups(&meters, By::Device).len(), 5);
+    }
+
+    #[test]
+    fn use_is_rounded_to_a_millionth_and_never_negative_zero() {
+        assert_eq!(round_use(0.0329999999976), 0.033);
+        let empty: f64 = std::iter::empty::<f64>().sum();
+        assert!(round_use(empty).is_sign_positive());
     }
 
     #[test]

@@ -380,6 +380,11 @@ pub(super) async fn today(s: &Ctx, devices: &[DeviceState]) -> Result<serde_json
     let mut totals = Vec::new();
     for utility in [Utility::Electricity, Utility::Water] {
         let meters = meters(devices, utility);
+        if meters.is_empty() {
+            // A park without water meters has no water use to show, not a use of zero.
+            totals.push(None);
+            continue;
+        }
         let groups = energy::groups(&meters, By::Building);
         let usage = usage(s, &meters, utility, 86_400, midnight, now).await?;
         let total: f64 = groups
@@ -387,7 +392,7 @@ pub(super) async fn today(s: &Ctx, devices: &[DeviceState]) -> Result<serde_json
             .flat_map(|(_, idx)| idx.iter())
             .flat_map(|&i| usage[i].iter().map(|(_, v)| v))
             .sum();
-        totals.push(energy::round_use(total));
+        totals.push(Some(energy::round_use(total)));
     }
     Ok(json!({ "electricity_kwh": totals[0], "water_m3": totals[1], "since": since }))
 }

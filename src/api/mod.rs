@@ -1,10 +1,12 @@
-//! The operators' HTTP API (`/api/v1`, DESIGN.md "HTTP API"): alarms to list and inspect,
-//! acknowledge and shelve, and devices to take out of service.
+//! The hub's HTTP side (DESIGN.md "HTTP API"): the JSON API under `/api/v1` (devices, latest
+//! values, history and energy use, alarms to acknowledge and shelve, the live event stream,
+//! console sign-in), `/metrics` for Prometheus, and the web console at `/`.
 //!
-//! Reads go straight to the alarm store (on the blocking pool: SQLite calls block); commands
-//! go to the alarm engine, which alone changes alarms, so an operator's click and a sensor's
-//! message can never race on one alarm. Every route but `health` needs a bearer token of
-//! `[[api.token]]`; the token's `name` is who did it in the alarm's history.
+//! Reads go to the hub's live state, or to SQLite on the blocking pool; commands go to the
+//! alarm engine, which alone changes alarms, so an operator's click and a sensor's message can
+//! never race on one alarm. Every route but `health`, `login` and the console's files needs a
+//! bearer token of `[[api.token]]` or a console session, and the role the route asks for; the
+//! token's or user's name is who did it in the alarm's history.
 
 mod auth;
 mod console;
@@ -290,13 +292,13 @@ async fn caller(parts: &Parts, s: &Shared) -> Result<Caller, ApiError> {
 }
 
 /// A caller with at least the viewer role.
-struct Viewer(#[allow(dead_code)] Caller);
+struct Viewer(Caller);
 
 /// A caller with at least the operator role.
 struct Operator(Caller);
 
 /// A caller with the admin role.
-struct Admin(#[allow(dead_code)] Caller);
+struct Admin(Caller);
 
 impl FromRequestParts<Ctx> for Viewer {
     type Rejection = ApiError;
