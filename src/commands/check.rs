@@ -136,13 +136,14 @@ pub fn summary(l: &Loaded) -> String {
         );
     }
     out += &format!(
-        "api on {} with {}{}\n",
+        "api and console on {}://{} with {}{}; console users: `parkhub user add NAME --role …`\n",
+        if c.api.tls.is_some() { "https" } else { "http" },
         c.api.listen,
         plural(c.api.token.len(), "token"),
-        if c.api.token.is_empty() {
-            " (only /api/v1/health answers)"
+        if c.api.cors_origins.is_empty() {
+            String::new()
         } else {
-            ""
+            format!(", open to {}", c.api.cors_origins.join(", "))
         }
     );
     if let Some(u) = &c.uplink {
