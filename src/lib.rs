@@ -15,6 +15,7 @@ pub mod memory;
 pub mod modbus;
 pub mod mqtt;
 pub mod notify;
+pub mod ocpp;
 pub mod profile;
 pub mod random;
 pub mod reading;
