@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use crate::profile::{JsonSpec, JsonType, Point, Profile};
 use crate::reading::Value;
+use crate::text::{clip, json_kind};
 
 /// Why a whole payload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -123,7 +124,7 @@ fn key_of(raw: &Json) -> Option<String> {
 
 fn value_of(spec: &JsonSpec, raw: &Json) -> Result<Value, String> {
     if let Some(values) = &spec.values {
-        let key = key_of(raw).ok_or_else(|| format!("expected a state, got {}", kind(raw)))?;
+        let key = key_of(raw).ok_or_else(|| format!("expected a state, got {}", json_kind(raw)))?;
         return values
             .get(&key)
             .map(|state| Value::Text(state.clone()))
@@ -133,7 +134,7 @@ fn value_of(spec: &JsonSpec, raw: &Json) -> Result<Value, String> {
         JsonType::Number => {
             let x = raw
                 .as_f64()
-                .ok_or_else(|| format!("expected a number, got {}", kind(raw)))?;
+                .ok_or_else(|| format!("expected a number, got {}", json_kind(raw)))?;
             let v = x * spec.scale + spec.offset;
             if v.is_finite() {
                 Ok(Value::Number(v))
@@ -144,33 +145,12 @@ fn value_of(spec: &JsonSpec, raw: &Json) -> Result<Value, String> {
         JsonType::Bool => raw
             .as_bool()
             .map(Value::Bool)
-            .ok_or_else(|| format!("expected true or false, got {}", kind(raw))),
+            .ok_or_else(|| format!("expected true or false, got {}", json_kind(raw))),
         JsonType::String => match raw.as_str() {
             Some(s) if s.chars().count() <= MAX_TEXT => Ok(Value::Text(s.to_string())),
             Some(_) => Err(format!("text longer than {MAX_TEXT} characters")),
-            None => Err(format!("expected text, got {}", kind(raw))),
+            None => Err(format!("expected text, got {}", json_kind(raw))),
         },
-    }
-}
-
-fn kind(v: &Json) -> &'static str {
-    match v {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "text",
-        Json::Array(_) => "an array",
-        Json::Object(_) => "an object",
-    }
-}
-
-/// Quotes an outside value for a message, shortened so a hostile payload cannot flood the log.
-fn clip(s: &str) -> String {
-    let short: String = s.chars().take(40).collect();
-    if short.len() < s.len() {
-        format!("{short:?}…")
-    } else {
-        format!("{short:?}")
     }
 }
 

@@ -11,6 +11,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::text::{clip, json_kind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use thiserror::Error;
@@ -263,13 +264,13 @@ impl Frame {
                 let Value::String(action) = action else {
                     return Err(bad(
                         ErrorCode::FormationViolation,
-                        format!("the action is {}, not a string", kind_of(&action)),
+                        format!("the action is {}, not a string", json_kind(&action)),
                     ));
                 };
                 if !payload.is_object() {
                     return Err(bad(
                         ErrorCode::FormationViolation,
-                        format!("the payload is {}, not an object", kind_of(&payload)),
+                        format!("the payload is {}, not an object", json_kind(&payload)),
                     ));
                 }
                 Ok(Frame::Call {
@@ -294,7 +295,7 @@ impl Frame {
                 if !payload.is_object() {
                     return Err(bad(format!(
                         "the payload is {}, not an object",
-                        kind_of(&payload)
+                        json_kind(&payload)
                     )));
                 }
                 Ok(Frame::CallResult { id, payload })
@@ -321,7 +322,7 @@ impl Frame {
                     other => {
                         return Err(bad(format!(
                             "the description is {}, not a string",
-                            kind_of(&other.unwrap_or_default())
+                            json_kind(&other.unwrap_or_default())
                         )))
                     }
                 };
@@ -332,7 +333,7 @@ impl Frame {
                     other => {
                         return Err(bad(format!(
                             "the error code is {}, not a string",
-                            kind_of(&other.unwrap_or_default())
+                            json_kind(&other.unwrap_or_default())
                         )))
                     }
                 };
@@ -405,27 +406,6 @@ fn id_problem(id: &str) -> Option<String> {
 /// `s` as a JSON string literal.
 fn quote(s: &str) -> String {
     Value::String(s.to_owned()).to_string()
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "text",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// Quotes an outside value for a message, shortened so that a hostile frame cannot flood the log.
-fn clip(s: &str) -> String {
-    let short: String = s.chars().take(40).collect();
-    if short.len() < s.len() {
-        format!("{short:?}…")
-    } else {
-        format!("{short:?}")
-    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use super::frame::ErrorCode;
+use crate::text::clip;
 
 /// Why a payload is refused: the CALLERROR code and its description.
 pub type Refusal = (ErrorCode, String);
@@ -1086,17 +1087,6 @@ fn describe(v: &Value) -> String {
         Value::String(s) => format!("the text {}", clip(s)),
         Value::Array(_) => "an array".into(),
         Value::Object(_) => "an object".into(),
-    }
-}
-
-/// Quotes an outside value for a message, shortened so that a hostile payload cannot flood the
-/// log or a charger's buffer.
-fn clip(s: &str) -> String {
-    let short: String = s.chars().take(40).collect();
-    if short.len() < s.len() {
-        format!("{short:?}…")
-    } else {
-        format!("{short:?}")
     }
 }
 

@@ -19,6 +19,7 @@
 //!   W, A, V, Celsius and percent for the others.
 
 use super::messages::{Measurand, Phase, SampledValue, UnitOfMeasure, ValueFormat};
+use crate::text::clip;
 
 /// Most problems described in one [`Reduced`]; [`Reduced::rejected`] counts them all.
 pub const MAX_PROBLEMS: usize = 8;
@@ -221,15 +222,6 @@ fn decimal(s: &str) -> Option<f64> {
         return None;
     }
     s.parse::<f64>().ok().filter(|x| x.is_finite())
-}
-
-fn clip(s: &str) -> String {
-    let short: String = s.chars().take(40).collect();
-    if short.len() < s.len() {
-        format!("{short:?}…")
-    } else {
-        format!("{short:?}")
-    }
 }
 
 #[cfg(test)]
