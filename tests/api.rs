@@ -89,7 +89,7 @@ impl Park {
         let server = tokio::spawn(api::serve(listener, api::router(state), stop.clone()));
         Self {
             base,
-            http: client(),
+            http: http_client(),
             store,
             feed,
             stop,
@@ -144,23 +144,6 @@ impl Drop for Park {
     fn drop(&mut self) {
         self.stop.cancel();
     }
-}
-
-/// A plain-HTTP client. reqwest is built without a default crypto provider (the hub picks
-/// ring), so it needs a TLS configuration even when it never speaks TLS.
-fn client() -> reqwest::Client {
-    use tokio_rustls::rustls;
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .build()
-        .unwrap()
 }
 
 async fn json(res: reqwest::Response) -> Value {

@@ -427,3 +427,68 @@ fn the_demo_runs_without_set_up_and_reads_every_meter() {
     assert!(stdout.contains("power_total"), "{stdout}");
     assert!(stdout.contains("readings stored so far"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_a_console_login_of_its_own_that_works() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_parkhub"))
+        .args(["demo", "--seconds", "30", "--every", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l.trim_start().starts_with("console") {
+                return l;
+            }
+        }
+        panic!("the demo ended without printing its console");
+    })
+    .await
+    .expect("the console line within 20 s");
+    // `console  http://127.0.0.1:PORT/  (user demo, password for this run: HEX)`
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    let password = line
+        .rsplit("password for this run: ")
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .to_string();
+    assert!(password.len() >= 16, "{line}");
+
+    let c = cookie_client();
+    let wrong = c
+        .post(format!("{url}/api/v1/login"))
+        .json(&serde_json::json!({ "user": "demo", "password": "demo" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401, "no default password");
+    let res = c
+        .post(format!("{url}/api/v1/login"))
+        .json(&serde_json::json!({ "user": "demo", "password": password }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let me: serde_json::Value = c
+        .get(format!("{url}/api/v1/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["user"], "demo");
+    let page = c.get(format!("{url}/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let _ = child.kill().await;
+}

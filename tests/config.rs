@@ -774,3 +774,33 @@ fn alarm_mistakes_are_all_reported_with_their_lines_and_keys() {
     );
     assert_eq!(errs.len(), 12, "one error per mistake: {errs:#?}");
 }
+
+#[test]
+fn api_mistakes_name_the_origin_or_the_certificate_file_with_its_line() {
+    let text = r#"
+[hub]
+id = "h"
+[api]
+cors_origins = ["https://brain.example.com", "*", "https://brain.example.com/ingest"]
+[api.tls]
+cert = "/nonexistent/hub.pem"
+key = "/nonexistent/hub.key"
+"#;
+    let errs = load_str("t.toml", text, Path::new("/"), &|_| None)
+        .unwrap_err()
+        .0;
+    expect(
+        &errs,
+        "t.toml",
+        5,
+        "api.cors_origins[1]",
+        "is not an origin",
+    );
+    expect(&errs, "t.toml", 5, "api.cors_origins[2]", "no path");
+    assert!(
+        !errs.iter().any(|d| d.key == "api.cors_origins[0]"),
+        "a bare origin is fine"
+    );
+    expect(&errs, "t.toml", 7, "api.tls.cert", "/nonexistent/hub.pem");
+    expect(&errs, "t.toml", 8, "api.tls.key", "/nonexistent/hub.key");
+}

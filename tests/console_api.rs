@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
@@ -149,7 +148,7 @@ impl Park {
     }
 
     async fn get(&self, path: &str, token: &str) -> reqwest::Response {
-        client()
+        http_client()
             .get(self.url(path))
             .bearer_auth(token)
             .send()
@@ -209,30 +208,6 @@ impl Drop for Park {
     }
 }
 
-fn tls_client() -> tokio_rustls::rustls::ClientConfig {
-    use tokio_rustls::rustls;
-    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth()
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls_client())
-        .build()
-        .unwrap()
-}
-
-fn cookie_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls_client())
-        .cookie_store(true)
-        .build()
-        .unwrap()
-}
-
 // ---- access ----
 
 /// Every route of the API with the least role it needs.
@@ -277,7 +252,7 @@ async fn every_route_answers_401_without_a_credential_and_403_to_a_role_below_it
     ];
     for &(method, path, need) in ROUTES {
         let m = Method::from_bytes(method.as_bytes()).unwrap();
-        let req = || client().request(m.clone(), park.url(path));
+        let req = || http_client().request(m.clone(), park.url(path));
         let what = format!("{method} {path}");
 
         let res = req().send().await.unwrap();
@@ -335,7 +310,7 @@ async fn every_route_answers_401_without_a_credential_and_403_to_a_role_below_it
     }
     // Health and the console page are open.
     assert_eq!(
-        client()
+        http_client()
             .get(park.url("/api/v1/health"))
             .send()
             .await
@@ -344,7 +319,12 @@ async fn every_route_answers_401_without_a_credential_and_403_to_a_role_below_it
         StatusCode::OK
     );
     assert_eq!(
-        client().get(park.url("/")).send().await.unwrap().status(),
+        http_client()
+            .get(park.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         StatusCode::OK
     );
 }
@@ -389,7 +369,7 @@ async fn login_sets_an_http_only_same_site_strict_cookie_and_logout_ends_the_ses
         .contains("Max-Age=0"));
     // The cookie the browser held is dead on the hub too, not just forgotten by the browser.
     let value = set.split(';').next().unwrap().to_string();
-    let res = client()
+    let res = http_client()
         .get(park.url("/api/v1/me"))
         .header("cookie", value)
         .send()
@@ -436,7 +416,7 @@ async fn repeated_wrong_passwords_are_refused_with_429_and_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_adds_and_removes_console_users_and_weak_passwords_are_refused() {
     let park = Park::start().await;
-    let c = client();
+    let c = http_client();
     let res = c
         .post(park.url("/api/v1/users"))
         .bearer_auth(ADMIN)
@@ -760,7 +740,34 @@ async fn the_overview_counts_devices_alarms_and_lays_out_the_park() {
     assert_eq!(ov["devices"]["online"], 4, "{ov}");
     assert_eq!(ov["alarms"]["by_category"]["fire"], 1, "{ov}");
     assert_eq!(ov["alarms"]["by_severity"]["critical"], 1, "{ov}");
-    assert!(ov["today"]["electricity_kwh"].is_number(), "{ov}");
+    // Today's use is the main meter's consumption: 1 100 kWh more than its live reading a
+    // second from now (the tenant's sub-meter, inside the building's, does not add).
+    let now = park
+        .app()
+        .hub
+        .latest("em-b3-main", "energy_import")
+        .unwrap();
+    let Value::Number(kwh) = now.value else {
+        panic!("energy_import is a number")
+    };
+    let at = |s: i64| now.ts.max(Utc::now()) + chrono::Duration::seconds(s);
+    for (s, v) in [(1, kwh + 1000.0), (2, kwh + 1100.0)] {
+        park.app()
+            .hub
+            .ingest(vec![Reading {
+                device: "em-b3-main".into(),
+                point: "energy_import".into(),
+                value: Value::Number(v),
+                unit: Some("kWh".into()),
+                ts: at(s),
+            }])
+            .await;
+    }
+    park.app().writer.flush().await.unwrap();
+    let ov = park.get_json("/api/v1/overview", VIEWER).await;
+    let today = ov["today"]["electricity_kwh"].as_f64().unwrap();
+    assert!((1100.0..1200.0).contains(&today), "{ov}");
+    assert!(ov["today"]["water_m3"].is_number(), "{ov}");
     let b3 = &ov["layout"][0];
     assert_eq!(b3["building"], "3号楼");
     let floors: Vec<&str> = b3["floors"]
@@ -921,7 +928,7 @@ async fn metrics_are_prometheus_text_with_polls_queues_alarms_and_write_latency(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_is_served_compressed_from_the_binary_with_a_strict_content_policy() {
     let park = Park::start().await;
-    let res = client()
+    let res = http_client()
         .get(park.url("/"))
         .header("accept-encoding", "gzip")
         .send()
@@ -936,7 +943,7 @@ async fn the_console_is_served_compressed_from_the_binary_with_a_strict_content_
         csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
         "{csp}"
     );
-    let page = client()
+    let page = http_client()
         .get(park.url("/"))
         .send()
         .await
@@ -952,7 +959,7 @@ async fn the_console_is_served_compressed_from_the_binary_with_a_strict_content_
         !page.contains("http://") && !page.contains("https://"),
         "no CDN"
     );
-    let res = client()
+    let res = http_client()
         .get(park.url("/assets/vendor/uPlot.iife.min.js"))
         .send()
         .await
@@ -962,7 +969,7 @@ async fn the_console_is_served_compressed_from_the_binary_with_a_strict_content_
         .to_str()
         .unwrap()
         .starts_with("text/javascript"));
-    let res = client()
+    let res = http_client()
         .get(park.url("/assets/../Cargo.toml"))
         .send()
         .await
@@ -973,7 +980,7 @@ async fn the_console_is_served_compressed_from_the_binary_with_a_strict_content_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_is_closed_unless_an_origin_is_configured_and_then_open_to_that_origin_only() {
     let preflight = |park: &Park, origin: &str| {
-        client()
+        http_client()
             .request(Method::OPTIONS, park.url("/api/v1/devices"))
             .header("origin", origin)
             .header("access-control-request-method", "GET")
@@ -985,7 +992,7 @@ async fn cors_is_closed_unless_an_origin_is_configured_and_then_open_to_that_ori
         .await
         .unwrap();
     assert!(res.headers().get("access-control-allow-origin").is_none());
-    let res = client()
+    let res = http_client()
         .get(closed.url("/api/v1/devices"))
         .bearer_auth(VIEWER)
         .header("origin", "https://evil.example")
@@ -1022,20 +1029,9 @@ async fn with_tls_configured_the_api_speaks_https_and_the_session_cookie_is_secu
     .await;
     assert!(park.base.starts_with("https://"));
 
-    use tokio_rustls::rustls;
-    let mut roots = rustls::RootCertStore::empty();
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
     roots.add(key.cert.der().clone()).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let c = reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .build()
-        .unwrap();
+    let c = http_client_trusting(roots, false);
     let health: Json = c
         .get(park.url("/api/v1/health"))
         .send()
@@ -1057,7 +1053,7 @@ async fn with_tls_configured_the_api_speaks_https_and_the_session_cookie_is_secu
         .unwrap()
         .contains("Secure"));
     // Plain HTTP on the same port gets nothing.
-    let plain = client()
+    let plain = http_client()
         .get(park.url("/api/v1/health").replace("https://", "http://"))
         .send()
         .await;

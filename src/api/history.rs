@@ -373,6 +373,8 @@ pub(super) async fn today(s: &Ctx, devices: &[DeviceState]) -> Result<serde_json
     let tz = s.state.site.tz;
     let now = chrono::Utc::now().timestamp();
     let midnight = crate::store::rollup::day_start(tz, now);
+    // The whole local day: a meter whose clock runs a little ahead still counts today.
+    let end_of_day = crate::store::rollup::next_day_start(tz, now) - 1;
     let since = rfc3339(chrono::DateTime::from_timestamp(midnight, 0).unwrap_or_default());
     if s.history.is_none() {
         return Ok(json!({ "electricity_kwh": null, "water_m3": null, "since": since }));
@@ -386,7 +388,7 @@ pub(super) async fn today(s: &Ctx, devices: &[DeviceState]) -> Result<serde_json
             continue;
         }
         let groups = energy::groups(&meters, By::Building);
-        let usage = usage(s, &meters, utility, 86_400, midnight, now).await?;
+        let usage = usage(s, &meters, utility, 86_400, midnight, end_of_day).await?;
         let total: f64 = groups
             .iter()
             .flat_map(|(_, idx)| idx.iter())

@@ -98,3 +98,57 @@ fn events(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use std::sync::Arc;
+
+    fn device_event(online: bool) -> LiveEvent {
+        LiveEvent::Device {
+            device: Arc::from("em-1"),
+            online,
+            reason: None,
+            ts: chrono::Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_fell_behind_is_told_to_resync_and_then_gets_what_is_new() {
+        let tx = crate::live::channel();
+        let rx = tx.subscribe();
+        for _ in 0..crate::live::CAPACITY + 10 {
+            tx.send(device_event(true)).unwrap();
+        }
+        let stream = events(rx, CancellationToken::new());
+        futures_util::pin_mut!(stream);
+        let first = format!("{:?}", stream.next().await.unwrap().unwrap());
+        assert!(first.contains("resync"), "{first}");
+        let next = format!("{:?}", stream.next().await.unwrap().unwrap());
+        assert!(next.contains("device") && next.contains("em-1"), "{next}");
+    }
+
+    #[tokio::test]
+    async fn the_stream_ends_when_the_hub_stops() {
+        let tx = crate::live::channel();
+        let stop = CancellationToken::new();
+        let stream = events(tx.subscribe(), stop.clone());
+        futures_util::pin_mut!(stream);
+        stop.cancel();
+        assert!(stream.next().await.is_none());
+    }
+
+    #[test]
+    fn a_batch_of_readings_is_one_event_per_reading() {
+        let r = |p: &str| crate::reading::Reading {
+            device: Arc::from("em-1"),
+            point: Arc::from(p),
+            value: crate::reading::Value::Number(1.0),
+            unit: None,
+            ts: chrono::Utc::now(),
+        };
+        let batch: Arc<[crate::reading::Reading]> = Arc::from(vec![r("a"), r("b")]);
+        assert_eq!(encode(&LiveEvent::Readings(batch)).len(), 2);
+    }
+}

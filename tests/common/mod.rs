@@ -642,3 +642,35 @@ pub fn webhook_signature_ok(secret: &str, r: &Received) -> bool {
     mac.update(&r.body);
     mac.verify_slice(&sig).is_ok()
 }
+
+/// An HTTP client that trusts `roots` (empty for plain HTTP). reqwest is built without a
+/// default crypto provider (the hub picks ring), so it needs a TLS configuration even when it
+/// never speaks TLS. `cookies`: it keeps cookies, as a browser does.
+pub fn http_client_trusting(
+    roots: tokio_rustls::rustls::RootCertStore,
+    cookies: bool,
+) -> reqwest::Client {
+    use tokio_rustls::rustls;
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .cookie_store(cookies)
+        .build()
+        .unwrap()
+}
+
+/// A plain-HTTP client without cookies.
+pub fn http_client() -> reqwest::Client {
+    http_client_trusting(tokio_rustls::rustls::RootCertStore::empty(), false)
+}
+
+/// A plain-HTTP client that keeps cookies (a console session).
+pub fn cookie_client() -> reqwest::Client {
+    http_client_trusting(tokio_rustls::rustls::RootCertStore::empty(), true)
+}
