@@ -22,6 +22,8 @@ use parkhub::config::load_str;
 use parkhub::reading::{Reading, Value};
 use sha2::{Digest, Sha256};
 
+mod support;
+
 const TOKEN: &str = "bench-token-0c1d";
 const CLIENTS: usize = 50;
 
@@ -188,19 +190,7 @@ fn reading(sensor: usize, point: &str, ts: i64, value: f64) -> Reading {
 }
 
 fn client() -> reqwest::Client {
-    use tokio_rustls::rustls;
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .pool_max_idle_per_host(CLIENTS)
-        .build()
-        .unwrap()
+    support::plain_client(CLIENTS)
 }
 
 /// `CLIENTS` clients, each with its own connection, asking `rounds` times in turn; returns

@@ -17,6 +17,8 @@ use crate::config::{BusKind, Loaded};
 use crate::hub::{DeviceInfo, Hub};
 use crate::modbus::ModbusBus;
 use crate::mqtt::MqttSource;
+use crate::ocpp::central::{Central, CentralConfig};
+use crate::ocpp::sessions::Sessions;
 use crate::store::{self, SeriesDef, WriterHandle, WriterOptions};
 
 /// Batches of readings waiting for the writer; beyond this the sources wait (back-pressure).
@@ -36,6 +38,10 @@ pub struct App {
     pub uplink: Option<Arc<crate::uplink::queue::UplinkQueue>>,
     /// Where the HTTP API listens (the configured address, with the port the OS gave for 0).
     pub api_addr: std::net::SocketAddr,
+    /// The OCPP central system (with EV chargers in the config).
+    pub ocpp: Option<Arc<Central>>,
+    /// Where chargers connect: `[ocpp] listen`, else the API's address.
+    pub ocpp_addr: Option<std::net::SocketAddr>,
     sources: JoinSet<()>,
     stop_sources: CancellationToken,
     /// The alarm engine, the push lanes and the API.
@@ -111,6 +117,16 @@ impl App {
         let uplink_feed = uplink.as_ref().map(|(f, _)| f.clone());
         let store_queue = tx.downgrade();
         let hub = Hub::with_feeds(devices, Some(tx), Some(feed), uplink_feed.clone());
+        let ocpp = match CentralConfig::from_loaded(loaded) {
+            None => None,
+            Some(c) => {
+                let path = data_dir.join(crate::ocpp::sessions::DB_FILE);
+                let sessions = Arc::new(
+                    Sessions::open(&path).with_context(|| format!("opening {}", path.display()))?,
+                );
+                Some(Central::new(c, hub.clone(), sessions)?)
+            }
+        };
         let (engine, engine_task) = Engine::new(engine_cfg, alarms.clone(), notifier)
             .with_uplink(uplink_feed)
             .with_live(hub.live().clone())
@@ -147,7 +163,29 @@ impl App {
         api.cors_origins = cfg.api.cors_origins.clone();
         api.tls = cfg.api.tls.is_some();
         api.stop = stop_services.clone();
-        let router = crate::api::router(api);
+        api.ocpp = ocpp.clone();
+        let mut router = crate::api::router(api);
+        let mut ocpp_addr = None;
+        if let Some(central) = &ocpp {
+            match cfg.ocpp.listen {
+                None => {
+                    router = router.merge(central.router());
+                    ocpp_addr = Some(api_addr);
+                }
+                Some(addr) => {
+                    let l = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("ocpp.listen: cannot listen on {addr}"))?;
+                    ocpp_addr = Some(l.local_addr()?);
+                    let (r, stop) = (central.router(), stop_services.clone());
+                    services.spawn(async move {
+                        if let Err(e) = crate::api::serve(l, r, stop).await {
+                            warn!(error = %e, "the OCPP listener stopped");
+                        }
+                    });
+                }
+            }
+        }
         let stop_api = stop_services.clone();
         match cfg.api.tls.clone() {
             None => {
@@ -185,6 +223,9 @@ impl App {
             }
             sources.spawn(b.run(hub.clone(), stop_sources.clone()));
         }
+        if let Some(central) = &ocpp {
+            sources.spawn(central.clone().watch(stop_sources.clone()));
+        }
         let mut mqtt_subscribed = None;
         if let Some(mqtt) = mqtt {
             mqtt_subscribed = Some(mqtt.subscriptions());
@@ -207,6 +248,8 @@ impl App {
             alarms,
             engine,
             api_addr,
+            ocpp,
+            ocpp_addr,
             uplink: uplink.map(|(_, q)| q),
             sources,
             stop_sources,
@@ -258,7 +301,9 @@ impl App {
             warn!("alarm and API tasks did not stop within {deadline:?}; aborting them");
             self.services.abort_all();
         }
-        // The writer stops once the last sender (inside the hub) is gone.
+        // The writer stops once the last sender (inside the hub) is gone; the central system
+        // holds the hub too.
+        drop(self.ocpp);
         drop(self.hub);
         self.writer.join().await
     }

@@ -268,7 +268,11 @@ fn the_example_and_demo_configs_check() {
         &env,
     )
     .unwrap();
-    assert_eq!(loaded.config.devices.len(), 6);
+    assert_eq!(loaded.config.devices.len(), 8);
+    assert_eq!(
+        loaded.config.device("cp-b3-01").unwrap().charge_point_id(),
+        "CP-B3-01"
+    );
     // A sensor without a topic gets its profile's template, filled in with its id.
     let ebike = &loaded.mqtt_topics["ebike-b5"];
     assert_eq!(ebike.data, "parkhub/ebike/ebike-b5");
@@ -308,10 +312,15 @@ fn the_example_and_demo_configs_check() {
         .replace("${PARKHUB_DEMO_WEBHOOK_URL}", "http://127.0.0.1:9000/alarm")
         .replace("${PARKHUB_DEMO_UPLINK_URL}", "http://127.0.0.1:9000/ingest")
         .replace("${PARKHUB_DEMO_WEBHOOK_SECRET}", "s")
-        .replace("${PARKHUB_DEMO_TOKEN_SHA256}", &"ab".repeat(32));
+        .replace("${PARKHUB_DEMO_TOKEN_SHA256}", &"ab".repeat(32))
+        .replace("${PARKHUB_DEMO_CHARGER_PASSWORD_SHA256}", &"cd".repeat(32));
     let demo = load_str("demo.toml", &demo, Path::new("/"), &|_| None).unwrap();
     assert_eq!(demo.mqtt_topics.len(), 7);
     assert_eq!(demo.config.routes.len(), 4);
+    assert_eq!(
+        parkhub::ocpp::central::CentralConfig::from_loaded(&demo).map(|c| c.chargers.len()),
+        Some(3)
+    );
     assert!(demo.config.uplink.is_some());
 }
 
@@ -803,4 +812,90 @@ key = "/nonexistent/hub.key"
     );
     expect(&errs, "t.toml", 7, "api.tls.cert", "/nonexistent/hub.pem");
     expect(&errs, "t.toml", 8, "api.tls.key", "/nonexistent/hub.key");
+}
+
+#[test]
+fn ocpp_charger_mistakes_are_reported_with_their_keys() {
+    let text = r#"
+[hub]
+id = "h"
+[ocpp]
+heartbeat_interval_s = 60
+offline_after_s = 30
+authorize = "local-list"
+[[device]]
+id = "cp-1"
+profile = "ocpp16-charger"
+charge_point_id = "CP 1/a"
+bus = "meters"
+[[device]]
+id = "cp-2"
+profile = "ocpp16-charger"
+charge_point_id = "CP2"
+password_sha256 = "secret"
+connectors = 0
+[[device]]
+id = "cp-3"
+profile = "ocpp16-charger"
+charge_point_id = "CP2"
+"#;
+    let errs = load_str("t.toml", text, Path::new("/"), &|_| None)
+        .unwrap_err()
+        .0;
+    expect(
+        &errs,
+        "t.toml",
+        6,
+        "ocpp.offline_after_s",
+        "must be longer than heartbeat_interval_s",
+    );
+    expect(&errs, "t.toml", 7, "ocpp.authorize", "needs `id_tags`");
+    expect(
+        &errs,
+        "t.toml",
+        11,
+        "device[0].charge_point_id",
+        "must be 1-48 letters",
+    );
+    expect(
+        &errs,
+        "t.toml",
+        12,
+        "device[0].bus",
+        "does not apply to OCPP device",
+    );
+    expect(
+        &errs,
+        "t.toml",
+        17,
+        "device[1].password_sha256",
+        "64 hex digits",
+    );
+    expect(
+        &errs,
+        "t.toml",
+        18,
+        "device[1].connectors",
+        "between 1 and 32",
+    );
+    expect(
+        &errs,
+        "t.toml",
+        22,
+        "device[2].charge_point_id",
+        "already device `cp-2`",
+    );
+}
+
+#[test]
+fn an_ocpp_charger_needs_nothing_but_its_profile() {
+    let text = "[hub]\nid = \"h\"\n[[device]]\nid = \"CP001\"\nprofile = \"ocpp16-charger\"\n";
+    let loaded = load_str("t.toml", text, Path::new("/"), &|_| None).unwrap();
+    assert_eq!(loaded.config.devices[0].charge_point_id(), "CP001");
+    assert_eq!(loaded.config.ocpp.heartbeat_interval_s, 60);
+    assert_eq!(loaded.config.ocpp.offline_after_s(), 150);
+    let rules = &loaded.alarm_rules.devices["CP001"];
+    for id in ["offline", "faulted", "hazard", "error", "charger_hazard"] {
+        assert!(rules.iter().any(|r| &*r.id == id), "rule {id} in {rules:?}");
+    }
 }

@@ -338,43 +338,73 @@ async fn a_late_reading_rebuilds_the_bucket_it_belongs_to() {
 }
 
 #[tokio::test]
-async fn text_values_are_counted_not_stored_and_unknown_points_get_a_series() {
+async fn text_values_are_stored_as_their_changes_and_unknown_points_get_a_series() {
     let t0 = ts("2026-11-24T09:00:00+08:00");
     let h = Harness::start(t0, HistoryConfig::default());
+    let reading = |point: &str, t: i64, value: Value| Reading {
+        device: "wm".into(),
+        point: point.into(),
+        ts: DateTime::from_timestamp(t, 0).unwrap(),
+        value,
+        unit: None,
+    };
+    let text = |s: &str| Value::Text(s.into());
     let batch = vec![
+        reading("pipe_status", t0, text("full")),
         Reading {
-            device: "wm".into(),
-            point: "pipe_status".into(),
-            ts: DateTime::from_timestamp(t0, 0).unwrap(),
-            value: Value::Text("full".into()),
-            unit: None,
-        },
-        Reading {
-            device: "wm".into(),
-            point: "flow_rate".into(),
-            ts: DateTime::from_timestamp(t0, 0).unwrap(),
-            value: Value::Number(1.5),
             unit: Some("m³/h".into()),
+            ..reading("flow_rate", t0, Value::Number(1.5))
         },
         Reading {
             device: "door".into(),
-            point: "open".into(),
-            ts: DateTime::from_timestamp(t0, 0).unwrap(),
-            value: Value::Bool(true),
-            unit: None,
+            ..reading("open", t0, Value::Bool(true))
         },
+        // Polled again and again: one state, stored once.
+        reading("pipe_status", t0 + 5, text("full")),
+        reading("pipe_status", t0 + 10, text("full")),
     ];
     h.tx.as_ref().unwrap().send(batch).await.unwrap();
-    h.flush_at(t0 + 10).await;
+    h.tx.as_ref()
+        .unwrap()
+        .send(vec![
+            reading("pipe_status", t0 + 20, text("empty")),
+            reading("pipe_status", t0 + 30, text("full")),
+            reading("pipe_status", t0 + 40, Value::Number(f64::NAN)),
+        ])
+        .await
+        .unwrap();
+    h.flush_at(t0 + 60).await;
     let stats = h.writer.as_ref().unwrap().stats().clone();
-    assert_eq!(stats.skipped.load(Ordering::Relaxed), 1);
-    assert_eq!(stats.written.load(Ordering::Relaxed), 2);
+    assert_eq!(
+        stats.skipped.load(Ordering::Relaxed),
+        3,
+        "two repeats and a NaN"
+    );
+    assert_eq!(stats.written.load(Ordering::Relaxed), 5);
     let hist = h.history();
     let flow = hist.series("wm", "flow_rate").unwrap().unwrap();
     assert_eq!(flow.unit.as_deref(), Some("m³/h"));
     assert_eq!(hist.raw(&flow, t0, t0).unwrap(), vec![(t0, 1.5)]);
     let door = hist.series("door", "open").unwrap().unwrap();
     assert_eq!(hist.raw(&door, t0, t0).unwrap(), vec![(t0, 1.0)]);
+    let pipe = hist.series("wm", "pipe_status").unwrap().unwrap();
+    assert!(hist.raw(&pipe, t0, t0 + 60).unwrap().is_empty());
+    assert_eq!(
+        hist.states(&pipe, t0, t0 + 60).unwrap(),
+        vec![
+            (t0, "full".to_string()),
+            (t0 + 20, "empty".to_string()),
+            (t0 + 30, "full".to_string())
+        ]
+    );
+    assert_eq!(
+        hist.states(&pipe, t0 + 25, t0 + 60).unwrap(),
+        vec![
+            (t0 + 20, "empty".to_string()),
+            (t0 + 30, "full".to_string())
+        ],
+        "the state in force at the start comes first"
+    );
     h.stop().await;
 }
 

@@ -41,11 +41,11 @@ fn line(server: &SimServer, timeout_ms: u64) -> Line {
 
 /// A value each point can hold exactly in its type and scale.
 fn pinned_value(i: usize, dtype: Option<DataType>, kind: Kind, scale: f64) -> Value {
-    if kind == Kind::State {
-        return Value::Number(1.0);
-    }
     if dtype == Some(DataType::Bool) {
         return Value::Bool(i % 2 == 0);
+    }
+    if kind == Kind::State {
+        return Value::Number(1.0);
     }
     // Whole multiples of the scale, so integer registers hold them exactly.
     let steps = 1000.0 + 37.0 * i as f64;
@@ -70,7 +70,9 @@ async fn every_bundled_profile_reads_back_exactly_what_the_meter_serves() {
             }
             let (dtype, scale) = match &p.source {
                 PointSource::Register(r) => (Some(r.dtype), r.scale),
-                PointSource::Sum(_) | PointSource::Json(_) => (None, 0.5),
+                PointSource::Sum(_) | PointSource::Json(_) | PointSource::Reported(_) => {
+                    (None, 0.5)
+                }
             };
             let v = match (&p.source, p.kind) {
                 (PointSource::Register(r), Kind::State) if r.values.is_some() => {

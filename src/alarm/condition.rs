@@ -18,6 +18,8 @@ pub enum Cond {
     Equals(serde_json::Value),
     /// The value is one of these.
     In(Vec<serde_json::Value>),
+    /// The value is none of these.
+    NotIn(Vec<serde_json::Value>),
     /// Above the limit; clears once at or below `limit - deadband`.
     Above { limit: f64, deadband: f64 },
     /// Below the limit; clears once at or above `limit + deadband`.
@@ -97,6 +99,7 @@ impl Tracker {
         let verdict = match cond {
             Cond::Equals(e) => Some(value_is(value, e)),
             Cond::In(set) => Some(set.iter().any(|e| value_is(value, e))),
+            Cond::NotIn(set) => Some(!set.iter().any(|e| value_is(value, e))),
             Cond::Above { limit, deadband } => {
                 let v = value.as_f64()?;
                 Some(if self.raw == Some(true) {

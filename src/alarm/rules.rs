@@ -129,6 +129,7 @@ pub fn from_profile(a: &AlarmSpec) -> Rule {
     let cond = match &a.condition {
         Condition::Equals(v) => Cond::Equals(v.clone()),
         Condition::In(v) => Cond::In(v.clone()),
+        Condition::NotIn(v) => Cond::NotIn(v.clone()),
         Condition::Above { limit, deadband } => Cond::Above {
             limit: *limit,
             deadband: *deadband,
@@ -179,6 +180,7 @@ pub fn check_shape(c: &RuleConfig) -> Vec<RuleError> {
     let groups = [
         c.equals.is_some(),
         c.in_set.is_some(),
+        c.not_in.is_some(),
         c.above.is_some(),
         c.below.is_some(),
         limits,
@@ -190,11 +192,14 @@ pub fn check_shape(c: &RuleConfig) -> Vec<RuleError> {
     if groups.iter().filter(|g| **g).count() > 1 {
         errs.push((
             "id",
-            "a rule has one condition: equals, in, above, below, the limits (high_high, high, low, low_low), offline, consumption_above, night_flow_above or backwards".into(),
+            "a rule has one condition: equals, in, not_in, above, below, the limits (high_high, high, low, low_low), offline, consumption_above, night_flow_above or backwards".into(),
         ));
     }
     if c.in_set.as_ref().is_some_and(Vec::is_empty) {
         errs.push(("in", "`in` needs at least one value".into()));
+    }
+    if c.not_in.as_ref().is_some_and(Vec::is_empty) {
+        errs.push(("not_in", "`not_in` needs at least one value".into()));
     }
     for (key, v) in [
         ("above", c.above),
@@ -347,6 +352,9 @@ fn conditions(c: &RuleConfig, counter: bool) -> Vec<(String, Cond, Option<Severi
     if let Some(v) = &c.in_set {
         return one(Cond::In(v.clone()));
     }
+    if let Some(v) = &c.not_in {
+        return one(Cond::NotIn(v.clone()));
+    }
     if let Some(limit) = c.above {
         return one(Cond::Above { limit, deadband });
     }
@@ -427,6 +435,13 @@ fn check_fit(cond: &Cond, point: Option<&Point>, name: &str) -> Result<(), RuleE
             Some(v) => Err(("in", format!("`{v}` is not a value point `{name}` takes"))),
             None => Ok(()),
         },
+        Cond::NotIn(vs) => match vs.iter().find(|v| !kind.accepts(v)) {
+            Some(v) => Err((
+                "not_in",
+                format!("`{v}` is not a value point `{name}` takes"),
+            )),
+            None => Ok(()),
+        },
         Cond::Above { .. } | Cond::Below { .. } | Cond::NightFlow { .. }
             if kind != ValueKind::Number =>
         {
@@ -447,7 +462,7 @@ fn check_fit(cond: &Cond, point: Option<&Point>, name: &str) -> Result<(), RuleE
 fn default_message(cond: &Cond, label: &str, unit: &str) -> (String, String) {
     match cond {
         Cond::Equals(v) => (format!("{label} = {v}"), format!("{label} is {v}")),
-        Cond::In(_) => (format!("{label} 异常"), format!("{label} abnormal")),
+        Cond::In(_) | Cond::NotIn(_) => (format!("{label} 异常"), format!("{label} abnormal")),
         Cond::Above { limit, .. } => (
             format!("{label} 过高（>{limit}{unit}）"),
             format!("{label} high (>{limit}{unit})"),

@@ -175,7 +175,14 @@ pub(super) async fn history(
         if rows.len() > MAX_ROWS {
             rows.truncate(MAX_ROWS + 1);
         }
-        Ok(Some(rows))
+        // A text point (a state, a fault label) has its changes instead of numbers.
+        let mut states = if rows.is_empty() {
+            h.states(&series, from, to)?
+        } else {
+            Vec::new()
+        };
+        states.truncate(MAX_ROWS + 1);
+        Ok(Some((rows, states)))
     })
     .await?
     .ok_or_else(|| {
@@ -184,23 +191,35 @@ pub(super) async fn history(
             q.device, q.point
         ))
     })?;
-    if rows.len() > MAX_ROWS {
+    let (rows, states) = rows;
+    if rows.len() > MAX_ROWS || states.len() > MAX_ROWS {
         return Err(ApiError::BadRequest(format!(
             "more than {MAX_ROWS} readings in that range: narrow it or ask for a step"
         )));
     }
+    let stamp = |ts: i64| rfc3339(chrono::DateTime::from_timestamp(ts, 0).unwrap_or_default());
     if csv_out {
         let mut out = String::from("ts,value\n");
         for (ts, v) in &rows {
             let _ = writeln!(out, "{},{}", format_local(*ts, tz), v);
         }
+        for (ts, v) in &states {
+            let _ = writeln!(out, "{},{}", format_local(*ts, tz), csv_field(v));
+        }
         return Ok(csv(&format!("{}-{}", q.device, q.point), out));
+    }
+    if !states.is_empty() {
+        let rows: Vec<_> = states
+            .iter()
+            .map(|(ts, v)| json!({ "ts": stamp(*ts), "value": v }))
+            .collect();
+        return Ok(Json(rows).into_response());
     }
     let rows: Vec<_> = rows
         .iter()
         .map(|(ts, v)| {
             json!({
-                "ts": rfc3339(chrono::DateTime::from_timestamp(*ts, 0).unwrap_or_default()),
+                "ts": stamp(*ts),
                 "value": crate::reading::round_for_display(*v),
             })
         })

@@ -39,6 +39,11 @@ struct ChannelLabel {
     channel: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
 type Counters = Family<DeviceLabel, Counter>;
 type Gauges = Family<DeviceLabel, Gauge<f64, AtomicU64>>;
 
@@ -231,6 +236,45 @@ pub(super) async fn metrics(_: Viewer, State(s): State<Ctx>) -> Result<Response,
             "uplink_shed_records",
             "Readings dropped oldest-first because the uplink queue was full",
             shed.max(0) as u64,
+        );
+    }
+    if let Some(c) = &s.state.ocpp {
+        let connected = c.chargers().iter().filter(|v| v.connected).count();
+        gauge(
+            &mut reg,
+            "ocpp_chargers_connected",
+            "EV chargers with an open OCPP connection",
+            i64::try_from(connected).unwrap_or(i64::MAX),
+        );
+        let st = &c.stats;
+        counter(
+            &mut reg,
+            "ocpp_connections",
+            "OCPP connections accepted",
+            st.connections.load(Ordering::Relaxed),
+        );
+        let refused = Family::<ReasonLabel, Counter>::default();
+        for (reason, n) in [
+            ("unknown_charger", &st.unknown_chargers),
+            ("bad_password", &st.bad_auth),
+            ("bad_subprotocol", &st.bad_subprotocol),
+        ] {
+            refused
+                .get_or_create(&ReasonLabel {
+                    reason: reason.into(),
+                })
+                .inc_by(n.load(Ordering::Relaxed));
+        }
+        reg.register(
+            "ocpp_refused_connections",
+            "OCPP connections refused at the handshake, by reason",
+            refused,
+        );
+        counter(
+            &mut reg,
+            "ocpp_refused_frames",
+            "OCPP frames refused (malformed, unknown action, bad payload)",
+            st.bad_frames.load(Ordering::Relaxed),
         );
     }
 

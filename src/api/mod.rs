@@ -9,6 +9,7 @@
 //! token's or user's name is who did it in the alarm's history.
 
 mod auth;
+mod chargers;
 mod console;
 mod devices;
 mod energy;
@@ -101,6 +102,8 @@ pub struct ApiState {
     pub tls: bool,
     /// Cancelled when the hub stops: open event streams end then.
     pub stop: CancellationToken,
+    /// The OCPP central system, when the park has EV chargers.
+    pub ocpp: Option<Arc<crate::ocpp::central::Central>>,
 }
 
 impl ApiState {
@@ -130,6 +133,7 @@ impl ApiState {
             cors_origins: Vec::new(),
             tls: false,
             stop: CancellationToken::new(),
+            ocpp: None,
         }
     }
 }
@@ -172,6 +176,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/history", get(history::history))
         .route("/energy", get(history::energy))
         .route("/stream", get(stream::stream))
+        .route("/chargers", get(chargers::list))
+        .route("/chargers/{id}", get(chargers::one))
+        .route("/chargers/{id}/commands", post(chargers::command))
+        .route("/sessions", get(chargers::sessions))
         .route("/alarms", get(list_alarms))
         .route("/alarms/{id}", get(alarm))
         .route("/alarms/{id}/ack", post(ack))

@@ -102,9 +102,45 @@ pub fn summary(l: &Loaded) -> String {
             );
         }
     }
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    if let Some(o) = crate::ocpp::central::CentralConfig::from_loaded(l) {
+        let scheme = if c.api.tls.is_some() && c.ocpp.listen.is_none() {
+            "wss"
+        } else {
+            "ws"
+        };
+        let listen = c.ocpp.listen.unwrap_or(c.api.listen);
+        out += &format!(
+            "ocpp: {} on {scheme}://{listen}/ocpp/{{charge_point_id}}{}, heartbeat every {} s, offline after {} s, {}\n",
+            plural(o.chargers.len(), "charger"),
+            if listen.ip().is_loopback() {
+                " (loopback: chargers on the network need [api] listen or [ocpp] listen on its address)"
+            } else {
+                ""
+            },
+            o.heartbeat_interval.as_secs(),
+            o.offline_after.as_secs(),
+            match o.authorize {
+                crate::config::Authorize::AcceptAll => "every id tag may charge".to_string(),
+                crate::config::Authorize::LocalList => format!("{} may charge", plural(o.id_tags.len(), "id tag")),
+            }
+        );
+        for ch in &o.chargers {
+            out += &format!(
+                "  {} as {} with {}{}\n",
+                ch.device,
+                ch.charge_point_id,
+                plural(ch.connectors as usize, "connector"),
+                if ch.password_sha256.is_some() {
+                    ", password required"
+                } else {
+                    ", no password (add password_sha256 unless the network is closed)"
+                }
+            );
+        }
+    }
     let rules: usize = l.alarm_rules.devices.values().map(Vec::len).sum::<usize>()
         + l.alarm_rules.buses.values().map(Vec::len).sum::<usize>();
-    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     out += &format!(
         "alarms: {} on {} and {}; {}, {}, {}\n",
         plural(rules, "rule"),

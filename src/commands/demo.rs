@@ -23,6 +23,7 @@ use crate::config::{self, Loaded};
 use crate::hub::{DeviceState, Hub};
 use crate::modbus::sim::{Behaviour, Simulator};
 use crate::mqtt::sim::{self as sensors, Sensor, SensorKind};
+use crate::ocpp::sim::{SimCharger, SimConfig, SimControl};
 use crate::profile::ProfileRegistry;
 use crate::reading::Value;
 use crate::text::pad;
@@ -36,7 +37,18 @@ const TCP_METERS: &[(u8, &str)] = &[
     (3, "acrel-adw300"),
     (4, "chint-ddsu666"),
     (5, "eastron-sdm120"),
+    (6, "modbus-ebike-station"),
 ];
+/// The demo's EV chargers: (charge point id, connectors, kW, vendor, model).
+const CHARGERS: &[(&str, u32, f64, &str, &str)] = &[
+    ("CP-B3-01", 2, 7.0, "星星充电", "AC 7kW 双枪"),
+    ("CP-B3-02", 1, 60.0, "特来电", "DC 60kW"),
+    ("CP-B5-01", 2, 7.0, "星星充电", "AC 7kW 双枪"),
+];
+/// The charger that needs a password.
+const LOCKED_CHARGER: &str = "CP-B5-01";
+/// The charger whose gun overheats for 40 s from 3:20 of every five minutes.
+const HOT_CHARGER: usize = 1;
 const RTU_METERS: &[(u8, &str)] = &[(1, "tuf-2000m"), (2, "xintai-water"), (3, "xintai-water")];
 /// The water meter that dies for the second half of every minute.
 const FLAKY_UNIT: u8 = 3;
@@ -89,6 +101,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let (pushes_tx, mut pushes) = tokio::sync::mpsc::unbounded_channel();
     let hook = start_receiver(secret.clone(), pushes_tx, shutdown.clone()).await?;
     let token = crate::random::hex(16)?;
+    let charger_password = crate::random::hex(12)?;
     let ports = DemoPorts {
         tcp: tcp_port,
         rtu: rtu_port,
@@ -96,6 +109,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         webhook_url: format!("http://{hook}/alarm"),
         webhook_secret: secret,
         token_sha256: hex::encode(Sha256::digest(token.as_bytes())),
+        charger_password_sha256: hex::encode(Sha256::digest(charger_password.as_bytes())),
     };
     let mut loaded = demo_config(&data_dir, &ports)?;
     // DESIGN.md promises the console at 127.0.0.1:8080; when something else holds that port
@@ -141,6 +155,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         };
         tokio::spawn(sensors::run(sensor, mqtt_port, None, shutdown.clone()));
     }
+    // The EV chargers, each a charge point of its own playing sessions.
+    let ocpp = app.ocpp_addr.unwrap_or(app.api_addr);
+    let mut controls = Vec::new();
+    for (i, &(cp, connectors, kw, vendor, model)) in CHARGERS.iter().enumerate() {
+        let (charger, control) = SimCharger::new(SimConfig {
+            url: format!("ws://{ocpp}/ocpp"),
+            charge_point_id: cp.to_string(),
+            password: (cp == LOCKED_CHARGER).then(|| charger_password.clone()),
+            connectors,
+            meter_interval: Duration::from_secs(10),
+            max_power_w: kw * 1000.0,
+            vendor: vendor.to_string(),
+            model: model.to_string(),
+            seed: i as u64 + 1,
+            autoplay: true,
+        });
+        tokio::spawn(charger.run(shutdown.clone()));
+        controls.push(control);
+    }
+    if let Some(hot) = controls.get(HOT_CHARGER).cloned() {
+        tokio::spawn(script_charger_fault(hot, shutdown.clone()));
+    }
     let mut out = std::io::stdout();
 
     // The hints name this very binary: `cargo run` does not put `parkhub` on the PATH.
@@ -153,6 +189,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
          \x20 electricity meters  Modbus TCP      127.0.0.1:{tcp_port}  (units 1-5)\n\
          \x20 water meters        RTU over TCP    127.0.0.1:{rtu_port}  (units 1-3; unit 3 fails for half of every minute)\n\
          \x20 sensors             MQTT            127.0.0.1:{mqtt_port}  (smoke, fire panel, door, lift, leak, environment, e-bike station)\n\
+         \x20 EV chargers         OCPP 1.6J       ws://{ocpp}/ocpp/CP-B3-01 …  (3 simulated charge points; e-bike station on Modbus unit 6)\n\
          \x20 alarm pushes        webhook         {hook}  (signed; printed below as they arrive)\n\
          \x20 cloud uplink        HTTP            {hook}/ingest  (batches every 10 s, printed below)\n\
          \x20 console             http://{api}/  (user {DEMO_USER}, password for this run: {password})\n\
@@ -160,7 +197,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
          \x20 history             {}\n\
          \x20 config              {}\n\
          \x20 what happens: a water meter drops out at 0:30, smoke at 1:00, a trapped lift at 1:40,\n\
-         \x20 a forced door at 2:30, and so on every few minutes.\n\
+         \x20 a forced door at 2:30, a fast charger's gun overheats at 3:20, and so on every few minutes;\n\
+         \x20 EV sessions start and stop by themselves.\n\
          \x20 try, from another terminal while it runs:\n\
          \x20   curl -H 'Authorization: Bearer {token}' http://{api}/api/v1/alarms\n\
          \x20   curl -X POST -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n\
@@ -212,6 +250,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 /// What the demo fills into its config.
 struct DemoPorts {
+    charger_password_sha256: String,
     tcp: u16,
     rtu: u16,
     mqtt: u16,
@@ -237,10 +276,37 @@ fn demo_config(data_dir: &std::path::Path, p: &DemoPorts) -> anyhow::Result<(Loa
             &p.webhook_url.replace("/alarm", "/ingest"),
         )
         .replace("${PARKHUB_DEMO_WEBHOOK_SECRET}", &p.webhook_secret)
-        .replace("${PARKHUB_DEMO_TOKEN_SHA256}", &p.token_sha256);
+        .replace("${PARKHUB_DEMO_TOKEN_SHA256}", &p.token_sha256)
+        .replace(
+            "${PARKHUB_DEMO_CHARGER_PASSWORD_SHA256}",
+            &p.charger_password_sha256,
+        );
     let loaded = config::load_str("config/demo.toml", &text, &PathBuf::from("."), &|_| None)
         .map_err(|d| anyhow::anyhow!("the demo config does not check:\n{d}"))?;
     Ok((loaded, text))
+}
+
+/// The fast charger's gun overheats for 40 s from 3:20 of every five minutes (after a first
+/// one at 3:20), then recovers.
+async fn script_charger_fault(charger: SimControl, shutdown: CancellationToken) {
+    use crate::ocpp::messages::ChargePointErrorCode;
+    let first = Duration::from_secs(200);
+    let mut at = tokio::time::Instant::now() + first;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(at) => {}
+        }
+        charger
+            .fault(1, ChargePointErrorCode::HighTemperature)
+            .await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(40)) => {}
+        }
+        charger.clear(1).await;
+        at += Duration::from_secs(300);
+    }
 }
 
 /// Unit 3 of the water line stops answering from second 30 to 59 of every minute.
@@ -439,6 +505,9 @@ fn headline(d: &DeviceState) -> String {
         "noise_db",
         "port2.state",
         "port2.temperature",
+        "connector1.status",
+        "connector1.power",
+        "connector2.status",
     ];
     if d.online == Some(false) {
         return d.last_error.clone().unwrap_or_default();

@@ -51,7 +51,29 @@ pub fn run(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    if args.csv {
+    // A text point (a state, a fault label) has its changes instead of numbers.
+    let states = if rows.is_empty() && !args.consumption {
+        history.states(&series, from, to)?
+    } else {
+        Vec::new()
+    };
+    if !states.is_empty() {
+        if !args.csv {
+            writeln!(
+                out,
+                "{}.{} (state changes) {} rows",
+                series.device,
+                series.point,
+                states.len()
+            )?;
+        } else {
+            writeln!(out, "ts,value")?;
+        }
+        let sep = if args.csv { "," } else { "  " };
+        for (ts, v) in &states {
+            writeln!(out, "{}{sep}{v}", format_local(*ts, tz))?;
+        }
+    } else if args.csv {
         writeln!(out, "ts,value")?;
         for (ts, v) in &rows {
             writeln!(

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::profile::{Condition, Point, PointSource, ProfileRegistry, ProfileSource};
+use crate::profile::{Condition, Point, PointSource, ProfileRegistry, ProfileSource, Protocol};
 use crate::text::{pad, pad_left};
 
 fn registry(dir: Option<&Path>) -> Result<ProfileRegistry, ExitCode> {
@@ -96,6 +96,12 @@ pub fn show(id: &str, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
                     )),
             )?;
         }
+        None if p.protocol == Protocol::Ocpp => {
+            writeln!(
+                out,
+                "charger connects to ws://HUB:PORT/ocpp/{{charge_point_id}} (subprotocol ocpp1.6)"
+            )?;
+        }
         None => {
             let s = p.serial;
             writeln!(
@@ -106,7 +112,16 @@ pub fn show(id: &str, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         }
     }
     writeln!(out)?;
-    if p.mqtt.is_some() {
+    if p.protocol == Protocol::Ocpp {
+        writeln!(
+            out,
+            "{} {} {} {} kind",
+            pad("point", 22),
+            pad("label", 20),
+            pad("type / values", 49),
+            pad("unit", 6)
+        )?;
+    } else if p.mqtt.is_some() {
         writeln!(
             out,
             "{} {} {} {} {} kind",
@@ -133,7 +148,15 @@ pub fn show(id: &str, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
     for pt in &p.points {
         point_line(&mut out, pt, "")?;
     }
-    for g in &p.ports {
+    // A Modbus profile's ports are plain points already (listed above).
+    for g in p.ports.iter().filter(|_| p.protocol != Protocol::Modbus) {
+        if p.protocol == Protocol::Ocpp {
+            writeln!(out, "each {} gives points {}{{N}}.…:", g.prefix, g.prefix)?;
+            for pt in &g.points {
+                point_line(&mut out, pt, &format!("{}{{N}}.", g.prefix))?;
+            }
+            continue;
+        }
         writeln!(
             out,
             "each element of {} ({}) gives points {}{{N}}.…:",
@@ -157,6 +180,14 @@ pub fn show(id: &str, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
                 Condition::Equals(v) => format!("{} = {v}", a.point.as_deref().unwrap_or("")),
                 Condition::In(vs) => format!(
                     "{} in [{}]",
+                    a.point.as_deref().unwrap_or(""),
+                    vs.iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Condition::NotIn(vs) => format!(
+                    "{} not in [{}]",
                     a.point.as_deref().unwrap_or(""),
                     vs.iter()
                         .map(|v| v.to_string())
@@ -233,6 +264,21 @@ fn point_line(out: &mut impl Write, pt: &Point, prefix: &str) -> std::io::Result
                 pad(label, 20),
                 pad(&j.pointer, 20),
                 pad(&ty, 28),
+                unit,
+                pt.kind
+            )
+        }
+        PointSource::Reported(r) => {
+            let ty = match &r.values {
+                Some(v) => v.keys().map(String::as_str).collect::<Vec<_>>().join("|"),
+                None => format!("{:?}", r.json).to_lowercase(),
+            };
+            writeln!(
+                out,
+                "{} {} {} {} {}",
+                pad(&name, 22),
+                pad(label, 20),
+                pad(&ty, 49),
                 unit,
                 pt.kind
             )

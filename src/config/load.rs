@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use super::validate::{self, MqttTopics, Parts};
 use super::{
     AlarmsConfig, ApiConfig, Config, Diagnostic, Diagnostics, Document, HistoryConfig, KeyPath,
+    OcppConfig,
 };
 use crate::alarm::rules::AlarmRules;
 use crate::profile::{Profile, ProfileRegistry, SerialDefaults};
@@ -44,6 +45,7 @@ const SECTIONS: &[&str] = &[
     "rule",
     "inhibit",
     "uplink",
+    "ocpp",
 ];
 const ARRAYS: &[&str] = &[
     "bus",
@@ -131,6 +133,7 @@ pub fn load_str(
         rules: array(&doc, "rule", &mut diags),
         inhibits: array(&doc, "inhibit", &mut diags),
         uplink: table(&doc, "uplink", &mut diags),
+        ocpp: table::<OcppConfig>(&doc, "ocpp", &mut diags).unwrap_or_default(),
     };
 
     if let Some(hub) = parts.hub.as_mut() {
@@ -173,6 +176,7 @@ pub fn load_str(
             rules: strip(parts.rules),
             inhibits: strip(parts.inhibits),
             uplink: parts.uplink,
+            ocpp: parts.ocpp,
         },
         profiles,
         device_profiles: resolved.device_profiles,

@@ -35,6 +35,7 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     pub inhibits: Vec<InhibitConfig>,
     pub uplink: Option<UplinkConfig>,
+    pub ocpp: OcppConfig,
 }
 
 impl Config {
@@ -216,6 +217,68 @@ fn default_hourly_days() -> u32 {
 }
 fn default_daily_days() -> u32 {
     3650
+}
+
+/// The OCPP 1.6J central system the hub runs for the park's EV chargers.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OcppConfig {
+    /// A listener of its own (`0.0.0.0:8887`); without it, chargers connect to the API's.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// The heartbeat interval chargers are given at boot.
+    #[serde(default = "default_heartbeat_interval_s")]
+    pub heartbeat_interval_s: u64,
+    /// Silent this long, a charger is offline; default twice the heartbeat interval plus 30 s.
+    #[serde(default)]
+    pub offline_after_s: Option<u64>,
+    /// Who may charge: every id tag (`accept-all`), or those in `id_tags` (`local-list`).
+    #[serde(default)]
+    pub authorize: Authorize,
+    #[serde(default)]
+    pub id_tags: Vec<String>,
+    /// Seconds to wait for a charger's answer to an operator's command.
+    #[serde(default = "default_command_timeout_s")]
+    pub command_timeout_s: u64,
+}
+
+impl Default for OcppConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            heartbeat_interval_s: default_heartbeat_interval_s(),
+            offline_after_s: None,
+            authorize: Authorize::default(),
+            id_tags: Vec::new(),
+            command_timeout_s: default_command_timeout_s(),
+        }
+    }
+}
+
+impl OcppConfig {
+    pub fn offline_after_s(&self) -> u64 {
+        self.offline_after_s.unwrap_or(
+            self.heartbeat_interval_s
+                .saturating_mul(2)
+                .saturating_add(30),
+        )
+    }
+}
+
+fn default_heartbeat_interval_s() -> u64 {
+    60
+}
+
+fn default_command_timeout_s() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Authorize {
+    /// The hub watches, it does not bill: every id tag may charge.
+    #[default]
+    AcceptAll,
+    LocalList,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -436,9 +499,16 @@ pub struct DeviceConfig {
     /// MQTT devices: the topic they publish on.
     #[serde(default)]
     pub topic: Option<String>,
-    /// OCPP chargers: the charge point id in the WebSocket path.
+    /// OCPP chargers: the charge point id in the WebSocket path (default: the device id).
     #[serde(default)]
     pub charge_point_id: Option<String>,
+    /// OCPP chargers: hex SHA-256 of the password the charger sends with HTTP Basic auth
+    /// (OCPP security profile 1). Without it the charger's id alone lets it in.
+    #[serde(default)]
+    pub password_sha256: Option<String>,
+    /// OCPP chargers: how many connectors, so the console shows them before they report.
+    #[serde(default)]
+    pub connectors: Option<u32>,
     /// DL/T 645 and CJ/T 188 meters: the meter address.
     #[serde(default)]
     pub address: Option<String>,
@@ -459,6 +529,11 @@ pub const DEFAULT_POLL_INTERVAL_S: u64 = 10;
 impl DeviceConfig {
     pub fn display_name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.id)
+    }
+
+    /// An OCPP charger's id in its WebSocket path.
+    pub fn charge_point_id(&self) -> &str {
+        self.charge_point_id.as_deref().unwrap_or(&self.id)
     }
 
     pub fn poll_interval_s(&self) -> u64 {
@@ -712,6 +787,8 @@ pub struct RuleConfig {
     pub equals: Option<serde_json::Value>,
     #[serde(default, rename = "in")]
     pub in_set: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    pub not_in: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     pub above: Option<f64>,
     #[serde(default)]

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use super::{
     AlarmsConfig, ApiConfig, BusConfig, BusKind, ChannelConfig, ChannelKind, DepartmentConfig,
     DeviceConfig, Diagnostic, Document, HistoryConfig, HubConfig, InhibitConfig, KeyPath,
-    MqttConfig, OneOrMany, RouteConfig, RouteMatch, RuleConfig, Seg, UplinkConfig, UplinkKind,
-    CATEGORIES, SEVERITIES,
+    MqttConfig, OcppConfig, OneOrMany, RouteConfig, RouteMatch, RuleConfig, Seg, UplinkConfig,
+    UplinkKind, CATEGORIES, SEVERITIES,
 };
 use crate::alarm::route::LABELS;
 use crate::alarm::rules::{self, AlarmRules};
@@ -29,6 +29,7 @@ pub(crate) struct Parts {
     pub rules: Vec<(usize, RuleConfig)>,
     pub inhibits: Vec<(usize, InhibitConfig)>,
     pub uplink: Option<UplinkConfig>,
+    pub ocpp: OcppConfig,
 }
 
 #[derive(Default)]
@@ -89,6 +90,7 @@ pub(crate) fn validate(
         check_mqtt(&mut c, m);
     }
     check_buses(&mut c, &parts.buses);
+    check_ocpp(&mut c, parts);
     let mut resolved = Resolved::default();
     check_devices(&mut c, parts, profiles, &mut resolved);
     check_bus_lines(&mut c, parts, &mut resolved);
@@ -442,6 +444,7 @@ fn check_devices(
         .collect();
     let mut units: HashMap<(&str, u8), &str> = HashMap::new();
     let mut topics: HashMap<String, &str> = HashMap::new();
+    let mut charge_points: HashMap<&str, &str> = HashMap::new();
     for (i, d) in &parts.devices {
         let at = |k: &str| KeyPath::from("device").index(*i).key(k);
         if let Some(p) = d.poll_interval_s {
@@ -540,6 +543,12 @@ fn check_devices(
             Protocol::Mqtt => {
                 check_mqtt_device(c, parts, *i, d, profile, resolved, &mut topics);
             }
+            Protocol::Ocpp => {
+                check_ocpp_device(c, *i, d, &mut charge_points);
+                resolved
+                    .device_profiles
+                    .insert(d.id.clone(), profile.clone());
+            }
             other => c.err(
                 at("profile"),
                 format!(
@@ -548,6 +557,139 @@ fn check_devices(
                 ),
             ),
         }
+    }
+}
+
+/// The central system's settings.
+fn check_ocpp(c: &mut Check<'_, '_>, parts: &Parts) {
+    let o = &parts.ocpp;
+    let at = |k: &str| KeyPath::from("ocpp").key(k);
+    check_range(
+        c,
+        at("heartbeat_interval_s"),
+        clamp_i64(o.heartbeat_interval_s),
+        10,
+        86_400,
+    );
+    if let Some(s) = o.offline_after_s {
+        if s <= o.heartbeat_interval_s {
+            c.err(
+                at("offline_after_s"),
+                format!(
+                    "offline_after_s ({s}) must be longer than heartbeat_interval_s ({}), or every charger is offline between two heartbeats",
+                    o.heartbeat_interval_s
+                ),
+            );
+        }
+    }
+    check_range(
+        c,
+        at("command_timeout_s"),
+        clamp_i64(o.command_timeout_s),
+        1,
+        300,
+    );
+    match o.authorize {
+        crate::config::Authorize::LocalList if o.id_tags.is_empty() => c.err(
+            at("authorize"),
+            "authorize = \"local-list\" needs `id_tags`: the id tags (RFID cards) that may charge",
+        ),
+        crate::config::Authorize::AcceptAll if !o.id_tags.is_empty() => c.err(
+            at("id_tags"),
+            "`id_tags` are only read with authorize = \"local-list\"",
+        ),
+        _ => {}
+    }
+    for (i, tag) in o.id_tags.iter().enumerate() {
+        if tag.is_empty() || tag.chars().count() > 20 {
+            c.err(
+                at("id_tags").index(i),
+                format!(
+                    "id tag {} must be 1-20 characters (OCPP's IdToken)",
+                    crate::text::clip(tag)
+                ),
+            );
+        }
+    }
+    if let (Some(l), Some(mqtt)) = (o.listen, parts.mqtt.as_ref().and_then(|m| m.listen)) {
+        if l == mqtt {
+            c.err(
+                at("listen"),
+                format!("{l} is also the MQTT broker's address"),
+            );
+        }
+    }
+    if o.listen.is_some_and(|l| l == parts.api.listen) {
+        c.err(
+            at("listen"),
+            "this is the API's address: leave `listen` out to serve chargers there",
+        );
+    }
+}
+
+/// An OCPP charger: its charge point id (URL-safe, unique), its password hash, its connectors,
+/// and nothing that belongs to other kinds of device.
+fn check_ocpp_device<'p>(
+    c: &mut Check<'_, '_>,
+    i: usize,
+    d: &'p DeviceConfig,
+    seen: &mut HashMap<&'p str, &'p str>,
+) {
+    let at = |k: &str| KeyPath::from("device").index(i).key(k);
+    c.refuse_keys(
+        i,
+        &d.id,
+        "OCPP",
+        [
+            ("bus", d.bus.is_some()),
+            ("unit", d.unit.is_some()),
+            ("poll_interval_s", d.poll_interval_s.is_some()),
+            ("timeout_ms", d.timeout_ms.is_some()),
+            ("topic", d.topic.is_some()),
+            ("address", d.address.is_some()),
+            ("expire_after_s", d.expire_after_s.is_some()),
+            ("availability_topic", d.availability_topic.is_some()),
+            ("point", !d.point.is_empty()),
+        ],
+    );
+    let key = if d.charge_point_id.is_some() {
+        "charge_point_id"
+    } else {
+        "id"
+    };
+    let cp = d.charge_point_id();
+    // The OCPP security whitepaper's identity: at most 48 characters, safe in a URL path.
+    if cp.is_empty()
+        || cp.len() > 48
+        || !cp
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.' | '~'))
+    {
+        c.err(
+            at(key),
+            format!(
+                "charge point id {} must be 1-48 letters, digits, `-`, `_`, `.` or `~`",
+                crate::text::clip(cp)
+            ),
+        );
+    } else if d.enabled {
+        if let Some(other) = seen.insert(cp, d.id.as_str()) {
+            c.err(
+                at(key),
+                format!("charge point id `{cp}` is already device `{other}`"),
+            );
+        }
+    }
+    if let Some(h) = &d.password_sha256 {
+        if !is_sha256_hex(h) {
+            c.err(
+                at("password_sha256"),
+                "password_sha256 is 64 hex digits: `printf %s 'the password' | sha256sum`",
+            );
+        }
+    }
+    if let Some(n) = d.connectors {
+        check_range(c, at("connectors"), i64::from(n), 1, 32);
     }
 }
 

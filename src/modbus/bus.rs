@@ -354,7 +354,9 @@ impl Poller {
                 continue;
             }
             let value = match &p.source {
-                PointSource::Register(_) | PointSource::Json(_) => values[i].clone(),
+                PointSource::Register(_) | PointSource::Json(_) | PointSource::Reported(_) => {
+                    values[i].clone()
+                }
                 PointSource::Sum(parts) => {
                     let mut sum = 0.0;
                     let mut ts = None;

@@ -333,6 +333,9 @@ pub fn model(name: &str, kind: Kind, t: f64, seed: f64) -> Value {
         flow0 * (t + 0.5 * ((phase).cos() - (w * t + phase).cos()) / w) / 3600.0
     };
     let n = |x: f64| Value::Number(x);
+    if let Some((port, inner)) = port_point(name) {
+        return ebike_port(port, inner, kind, t, seed);
+    }
     match name {
         "voltage_ab" | "voltage_bc" | "voltage_ca" => {
             n(380.0 + 4.0 * wave(300.0) + phase_skew(name))
@@ -353,11 +356,54 @@ pub fn model(name: &str, kind: Kind, t: f64, seed: f64) -> Value {
         "volume_total" => n(3_000.0 + 1_000.0 * seed + volume(t)),
         "volume_negative" => n(0.0),
         "pipe_status" => Value::Text("full".into()),
-        _ => match kind {
-            Kind::Counter => n(1000.0 + t / 60.0),
-            Kind::State => n(0.0),
-            Kind::Gauge => n(1.0 + 0.1 * wave(120.0)),
-        },
+        // An e-bike charging station's cabinet, and its energy over all ports (about 1.5 kW).
+        "temperature" => n(30.0 + 3.0 * wave(900.0)),
+        "total_energy" => n(5_000.0 + 2_000.0 * seed + 1_500.0 * t / 3.6e6),
+        _ => fallback(kind, t, wave(120.0)),
+    }
+}
+
+/// A point nothing above models, by its kind.
+fn fallback(kind: Kind, t: f64, wave: f64) -> Value {
+    match kind {
+        Kind::Counter => Value::Number(1000.0 + t / 60.0),
+        Kind::State => Value::Number(0.0),
+        Kind::Gauge => Value::Number(1.0 + 0.1 * wave),
+    }
+}
+
+/// `port3.power_w` → (3, "power_w"): a point of one port of a multi-port device.
+fn port_point(name: &str) -> Option<(u32, &str)> {
+    let (n, inner) = name.strip_prefix("port")?.split_once('.')?;
+    Some((n.parse().ok()?, inner))
+}
+
+/// A port of an e-bike charging station: half the ports charging (about 200 W, warm), a quarter
+/// idle, a quarter full (cut off, a trickle), none faulty. Each port keeps its state.
+fn ebike_port(port: u32, inner: &str, kind: Kind, t: f64, seed: f64) -> Value {
+    let phase = (seed + f64::from(port) * 0.37) * TAU;
+    let wave = |period: f64| (TAU * t / period + phase).sin();
+    let (state, mean_w) = match (port + (seed * 4.0) as u32) % 4 {
+        0 => ("idle", 0.0),
+        3 => ("full", 3.0),
+        _ => ("charging", 200.0),
+    };
+    let charging = state == "charging";
+    let n = Value::Number;
+    match inner {
+        "state" => Value::Text(state.into()),
+        "power_w" if charging => n((mean_w + 40.0 * wave(600.0)).round()),
+        "power_w" => n(mean_w),
+        "temperature" if charging => n(37.0 + 2.0 * wave(900.0)),
+        "temperature" => n(29.0),
+        "fault" => n(0.0),
+        // The mean power integrated, so the counter never goes back.
+        "energy" => n(20.0 + 15.0 * seed + 3.0 * f64::from(port) + mean_w * t / 3.6e6),
+        "remaining_min" if charging => {
+            n(240.0 - ((t / 60.0 + 37.0 * f64::from(port)) % 240.0).floor())
+        }
+        "remaining_min" => n(0.0),
+        _ => fallback(kind, t, wave(120.0)),
     }
 }
 
@@ -390,6 +436,25 @@ mod tests {
                 last = e;
                 assert!(v >= 3000.0);
             }
+        }
+    }
+
+    #[test]
+    fn simulated_ebike_ports_charge_warm_and_count_up() {
+        let v = |name: &str, kind, t| model(name, kind, t, 0.3);
+        let states: Vec<Value> = (1..=10)
+            .map(|p| v(&format!("port{p}.state"), Kind::State, 5.0))
+            .collect();
+        assert!(states.contains(&Value::Text("charging".into())));
+        assert!(states.contains(&Value::Text("idle".into())));
+        for p in 1..=10 {
+            let name = |inner: &str| format!("port{p}.{inner}");
+            let w = v(&name("power_w"), Kind::Gauge, 5.0).as_f64().unwrap();
+            let c = v(&name("temperature"), Kind::Gauge, 5.0).as_f64().unwrap();
+            assert!((0.0..=400.0).contains(&w) && (20.0..=45.0).contains(&c));
+            let e0 = v(&name("energy"), Kind::Counter, 5.0).as_f64().unwrap();
+            let e1 = v(&name("energy"), Kind::Counter, 3600.0).as_f64().unwrap();
+            assert!(e1 >= e0);
         }
     }
 

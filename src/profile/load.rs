@@ -7,8 +7,8 @@ use serde::Deserialize;
 
 use super::{
     find_point, AlarmSpec, Condition, DataType, Function, JsonSpec, JsonType, Kind, ModbusLimits,
-    MqttSettings, Point, PointSource, PortGroup, Profile, Protocol, RegisterSpec, SerialDefaults,
-    ValueKind, WordOrder, PROFILE_CATEGORIES,
+    MqttSettings, Point, PointSource, PortGroup, Profile, Protocol, RegisterSpec, ReportedSpec,
+    SerialDefaults, ValueKind, WordOrder, PROFILE_CATEGORIES,
 };
 use crate::config::{Diagnostic, Document, KeyPath, Parity, PointOverride, CATEGORIES, SEVERITIES};
 
@@ -48,9 +48,16 @@ struct MqttFile {
 
 #[derive(Debug, Deserialize)]
 struct PortsFile {
-    pointer: String,
+    /// MQTT: the array of ports in the payload.
+    #[serde(default)]
+    pointer: Option<String>,
     #[serde(default)]
     number: Option<String>,
+    /// Modbus: how many ports, and how many registers apart one port's block is from the next.
+    #[serde(default)]
+    count: Option<u32>,
+    #[serde(default)]
+    stride: Option<u32>,
     #[serde(default)]
     prefix: Option<String>,
     #[serde(default)]
@@ -66,6 +73,8 @@ struct AlarmFile {
     equals: Option<serde_json::Value>,
     #[serde(default, rename = "in")]
     in_set: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    not_in: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     above: Option<f64>,
     #[serde(default)]
@@ -188,6 +197,14 @@ impl From<&Point> for PointSpec {
                 spec.offset = Some(j.offset);
                 spec.values = j.values.clone().unwrap_or_default();
             }
+            PointSource::Reported(r) => {
+                spec.dtype = Some(match r.json {
+                    JsonType::Number => DataType::Number,
+                    JsonType::Bool => DataType::Bool,
+                    JsonType::String => DataType::String,
+                });
+                spec.values = r.values.clone().unwrap_or_default();
+            }
             PointSource::Sum(parts) => spec.sum_of = parts.iter().map(|s| s.to_string()).collect(),
         }
         spec
@@ -238,11 +255,14 @@ pub fn parse_profile(doc: &Document<'_>) -> Result<Profile, Vec<Diagnostic>> {
             ),
         ));
     }
-    if !matches!(file.protocol, Protocol::Modbus | Protocol::Mqtt) {
+    if !matches!(
+        file.protocol,
+        Protocol::Modbus | Protocol::Mqtt | Protocol::Ocpp
+    ) {
         diags.push(doc.diag(
             &at("protocol"),
             format!(
-                "`{}` profiles are not supported by parkhub {} (modbus and mqtt only)",
+                "`{}` profiles are not supported by parkhub {} (modbus, mqtt and ocpp only)",
                 file.protocol,
                 env!("CARGO_PKG_VERSION")
             ),
@@ -251,9 +271,6 @@ pub fn parse_profile(doc: &Document<'_>) -> Result<Profile, Vec<Diagnostic>> {
     let mqtt = file.protocol == Protocol::Mqtt;
     if !mqtt && file.mqtt.is_some() {
         diags.push(doc.diag(&at("mqtt"), "[mqtt] is for mqtt profiles"));
-    }
-    if !mqtt && !file.ports.is_empty() {
-        diags.push(doc.diag(&at("ports"), "[[ports]] is for mqtt profiles"));
     }
 
     let d = SerialDefaults::default();
@@ -307,13 +324,15 @@ pub fn parse_profile(doc: &Document<'_>) -> Result<Profile, Vec<Diagnostic>> {
     let mut ports = Vec::new();
     for (g, group) in file.ports.iter().enumerate() {
         let gpath = at("ports").index(g);
-        if !valid_pointer(&group.pointer) {
-            diags.push(doc.diag(&gpath.key("pointer"), pointer_rule(&group.pointer)));
+        let prefix = group.prefix.clone().unwrap_or_else(|| "port".into());
+        if !valid_point_name(&prefix) || prefix.contains('.') {
+            diags.push(doc.diag(
+                &gpath.key("prefix"),
+                format!("prefix `{prefix}` must be lowercase letters, digits and `_`"),
+            ));
         }
-        if let Some(n) = &group.number {
-            if !valid_pointer(n) {
-                diags.push(doc.diag(&gpath.key("number"), pointer_rule(n)));
-            }
+        for (key, msg) in port_keys(file.protocol, group) {
+            diags.push(doc.diag(&gpath.key(key), msg));
         }
         let mut group_points = Vec::new();
         for (i, spec) in group.point.iter().enumerate() {
@@ -326,10 +345,16 @@ pub fn parse_profile(doc: &Document<'_>) -> Result<Profile, Vec<Diagnostic>> {
                 }
             }
         }
+        if file.protocol == Protocol::Modbus {
+            match expand_ports(&prefix, group, &group_points) {
+                Ok(mut expanded) => points.append(&mut expanded),
+                Err(msg) => diags.push(doc.diag(&gpath.key("stride"), msg)),
+            }
+        }
         ports.push(PortGroup {
-            pointer: group.pointer.clone(),
+            pointer: group.pointer.clone().unwrap_or_default(),
             number: group.number.clone(),
-            prefix: group.prefix.clone().unwrap_or_else(|| "port".into()),
+            prefix,
             points: group_points,
         });
     }
@@ -434,6 +459,112 @@ fn pointer_rule(p: &str) -> String {
     format!("`{p}` is not a JSON pointer: write `/field` or `/outer/inner`")
 }
 
+/// What a `[[ports]]` block of a profile of `protocol` must and must not say.
+fn port_keys(protocol: Protocol, g: &PortsFile) -> Vec<(&'static str, String)> {
+    let mut errs = Vec::new();
+    let mut refuse = |key: &'static str, given: bool, whose: &str| {
+        if given {
+            errs.push((key, format!("`{key}` is for {whose} port blocks")));
+        }
+    };
+    match protocol {
+        Protocol::Mqtt => {
+            refuse("count", g.count.is_some(), "Modbus");
+            refuse("stride", g.stride.is_some(), "Modbus");
+            match &g.pointer {
+                None => errs.push((
+                    "pointer",
+                    "MQTT ports need the `pointer` of their array in the payload".into(),
+                )),
+                Some(p) if !valid_pointer(p) => errs.push(("pointer", pointer_rule(p))),
+                Some(_) => {}
+            }
+            if let Some(n) = g.number.as_deref().filter(|n| !valid_pointer(n)) {
+                errs.push(("number", pointer_rule(n)));
+            }
+        }
+        Protocol::Modbus => {
+            refuse("pointer", g.pointer.is_some(), "MQTT");
+            refuse("number", g.number.is_some(), "MQTT");
+            if !g.count.is_some_and(|c| (1..=MAX_PORTS).contains(&c)) {
+                errs.push((
+                    "count",
+                    format!("Modbus ports need a `count` of 1..={MAX_PORTS}"),
+                ));
+            }
+            if g.stride.is_none_or(|s| s == 0) {
+                errs.push((
+                    "stride",
+                    "Modbus ports need a `stride`: registers from one port's block to the next"
+                        .into(),
+                ));
+            }
+        }
+        _ => {
+            refuse("pointer", g.pointer.is_some(), "MQTT");
+            refuse("number", g.number.is_some(), "MQTT");
+            refuse("count", g.count.is_some(), "Modbus");
+            refuse("stride", g.stride.is_some(), "Modbus");
+        }
+    }
+    errs
+}
+
+/// Most ports one block of a Modbus profile may have.
+const MAX_PORTS: u32 = 64;
+
+/// A Modbus port block as plain points: port N's `name` is `{prefix}{N}.name`, read `stride`
+/// × (N − 1) registers after port 1's. The poll plan then needs nothing of ports.
+fn expand_ports(prefix: &str, g: &PortsFile, points: &[Point]) -> Result<Vec<Point>, String> {
+    let (Some(count), Some(stride)) = (g.count, g.stride) else {
+        return Ok(Vec::new()); // reported by `port_keys`
+    };
+    // Port 1's registers, per function: a stride shorter than their span would read port 2's
+    // first registers as port 1's last.
+    let mut spans: BTreeMap<Function, (u32, u32)> = BTreeMap::new();
+    for r in points.iter().filter_map(Point::register) {
+        let s = spans.entry(r.function).or_insert((r.end(), 0));
+        *s = (s.0.min(u32::from(r.address)), s.1.max(r.end()));
+    }
+    if count > 1 {
+        if let Some((f, (lo, hi))) = spans.iter().find(|(_, (lo, hi))| hi - lo > stride) {
+            return Err(format!(
+                "stride {stride} is shorter than a port's {f} registers ({lo:#06x}..{hi:#06x}, {} long): the ports would overlap",
+                hi - lo
+            ));
+        }
+    }
+    let mut out = Vec::with_capacity(points.len() * count as usize);
+    for n in 1..=count {
+        for p in points {
+            let mut p = p.clone();
+            p.name = Arc::from(format!("{prefix}{n}.{}", p.name));
+            // Ten ports' "温度" would be ten points no one can tell apart in a list.
+            p.label = p.label.map(|l| format!("{prefix}{n} {l}"));
+            match &mut p.source {
+                PointSource::Register(r) => {
+                    let shifted = u32::from(r.address) + stride * (n - 1);
+                    if shifted + u32::from(r.length) > 65_536 {
+                        return Err(format!(
+                            "port {n} of {count} would reach past register 65535 (stride {stride})"
+                        ));
+                    }
+                    // Bounded just above.
+                    r.address = shifted as u16;
+                }
+                PointSource::Sum(parts) => {
+                    for part in parts.iter_mut() {
+                        *part = Arc::from(format!("{prefix}{n}.{part}"));
+                    }
+                }
+                _ => {}
+            }
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
 /// A topic template: no MQTT wildcards, known placeholders only.
 pub(crate) fn check_topic_template(t: &str) -> Result<(), String> {
     if t.is_empty() {
@@ -517,6 +648,7 @@ fn build_alarm(
     let given = [
         a.equals.is_some(),
         a.in_set.is_some(),
+        a.not_in.is_some(),
         a.above.is_some(),
         a.below.is_some(),
         a.offline == Some(true),
@@ -530,6 +662,11 @@ fn build_alarm(
                     errs.push(("in", "`in` needs at least one value".into()));
                 }
                 Some(Condition::In(v.clone()))
+            } else if let Some(v) = &a.not_in {
+                if v.is_empty() {
+                    errs.push(("not_in", "`not_in` needs at least one value".into()));
+                }
+                Some(Condition::NotIn(v.clone()))
             } else if let Some(limit) = a.above {
                 Some(Condition::Above {
                     limit,
@@ -547,14 +684,16 @@ fn build_alarm(
         0 => {
             errs.push((
                 "id",
-                "an alarm needs a condition: equals, in, above, below or offline = true".into(),
+                "an alarm needs a condition: equals, in, not_in, above, below or offline = true"
+                    .into(),
             ));
             None
         }
         _ => {
             errs.push((
                 "id",
-                "an alarm has one condition: equals, in, above, below or offline = true".into(),
+                "an alarm has one condition: equals, in, not_in, above, below or offline = true"
+                    .into(),
             ));
             None
         }
@@ -595,10 +734,15 @@ fn build_alarm(
                 "equals",
                 format!("`{v}` is not a value point `{}` takes", p.name),
             )),
-            Condition::In(vs) => {
+            Condition::In(vs) | Condition::NotIn(vs) => {
+                let key = if matches!(c, Condition::In(_)) {
+                    "in"
+                } else {
+                    "not_in"
+                };
                 for v in vs.iter().filter(|v| !ok(v)) {
                     errs.push((
-                        "in",
+                        key,
                         format!("`{v}` is not a value point `{}` takes", p.name),
                     ));
                 }
@@ -714,6 +858,14 @@ fn build_point(
             }
         }
         PointSource::Sum(spec.sum_of.iter().map(|s| Arc::from(s.as_str())).collect())
+    } else if protocol == Protocol::Ocpp {
+        match build_reported(spec) {
+            Ok(r) => PointSource::Reported(r),
+            Err(mut e) => {
+                errs.append(&mut e);
+                PointSource::Sum(Vec::new())
+            }
+        }
     } else if protocol == Protocol::Mqtt {
         match build_json(spec) {
             Ok(j) => PointSource::Json(j),
@@ -780,19 +932,10 @@ fn build_json(spec: &PointSpec) -> Result<JsonSpec, Vec<FieldError>> {
         }
         Some(p) => p.clone(),
     };
-    let json = match spec.dtype {
-        Some(DataType::Number) | None if spec.values.is_empty() => JsonType::Number,
-        Some(DataType::String) | None => JsonType::String,
-        Some(DataType::Number) => JsonType::Number,
-        Some(DataType::Bool) => JsonType::Bool,
-        Some(other) => {
-            errs.push((
-                "type",
-                format!("an MQTT point is number, bool or string, not {other}"),
-            ));
-            JsonType::Number
-        }
-    };
+    let json = json_type(spec, "an MQTT point").unwrap_or_else(|e| {
+        errs.push(e);
+        JsonType::Number
+    });
     let scale = spec.scale.unwrap_or(1.0);
     let offset = spec.offset.unwrap_or(0.0);
     if (spec.scale.is_some() || spec.offset.is_some()) && json != JsonType::Number {
@@ -814,6 +957,57 @@ fn build_json(spec: &PointSpec) -> Result<JsonSpec, Vec<FieldError>> {
         scale,
         offset,
         values,
+    })
+}
+
+/// The type of a point whose value comes as JSON or from a protocol: a number unless its
+/// `values` make it an enumeration.
+fn json_type(spec: &PointSpec, what: &str) -> Result<JsonType, FieldError> {
+    Ok(match spec.dtype {
+        Some(DataType::Number) | None if spec.values.is_empty() => JsonType::Number,
+        Some(DataType::String) | None => JsonType::String,
+        Some(DataType::Number) => JsonType::Number,
+        Some(DataType::Bool) => JsonType::Bool,
+        Some(other) => {
+            return Err((
+                "type",
+                format!("{what} is number, bool or string, not {other}"),
+            ))
+        }
+    })
+}
+
+/// An OCPP point: the protocol names its values, so the profile says only their type and, for
+/// an enumeration, the states (as the protocol spells them) that alarms may name.
+fn build_reported(spec: &PointSpec) -> Result<ReportedSpec, Vec<FieldError>> {
+    let mut errs: Vec<FieldError> = Vec::new();
+    for (field, given) in [
+        ("register", spec.register.is_some()),
+        ("function", spec.function.is_some()),
+        ("order", spec.order.is_some()),
+        ("length", spec.length.is_some()),
+        ("bit", spec.bit.is_some()),
+        ("pointer", spec.pointer.is_some()),
+        ("scale", spec.scale.is_some()),
+        ("offset", spec.offset.is_some()),
+    ] {
+        if given {
+            errs.push((
+                field,
+                format!("`{field}` has no meaning for an OCPP point: the protocol gives its value"),
+            ));
+        }
+    }
+    let json = json_type(spec, "an OCPP point").unwrap_or_else(|e| {
+        errs.push(e);
+        JsonType::Number
+    });
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    Ok(ReportedSpec {
+        json,
+        values: (!spec.values.is_empty()).then(|| spec.values.clone()),
     })
 }
 
@@ -1117,6 +1311,132 @@ mod tests {
         let (doc, errs) = Document::parse(file, text);
         assert!(errs.is_empty(), "{errs:?}");
         parse_profile(&doc)
+    }
+
+    const STATION: &str = r#"
+id = "acme-station"
+vendor = "Acme"
+model = "S4"
+category = "charger"
+protocol = "modbus"
+
+[[point]]
+name = "smoke"
+register = 0
+type = "bool"
+
+[[ports]]
+prefix = "port"
+count = 4
+stride = 16
+
+[[ports.point]]
+name = "state"
+register = 0x100
+values = { 0 = "idle", 1 = "charging" }
+
+[[ports.point]]
+name = "power_w"
+register = 0x101
+type = "u32"
+
+[[alarm]]
+id = "busy"
+point = "port*.state"
+not_in = ["idle"]
+severity = "warning"
+category = "charger"
+message = "busy"
+"#;
+
+    #[test]
+    fn a_modbus_port_block_becomes_plain_points_stride_registers_apart() {
+        let p = parse("acme-station.toml", STATION).unwrap();
+        let names: Vec<&str> = p.points.iter().map(|p| &*p.name).collect();
+        assert_eq!(names.len(), 1 + 4 * 2);
+        assert_eq!(names[1..3], ["port1.state", "port1.power_w"]);
+        let at = |name: &str| p.point(name).and_then(Point::register).map(|r| r.address);
+        assert_eq!(at("port1.state"), Some(0x100));
+        assert_eq!(at("port4.state"), Some(0x100 + 3 * 16));
+        assert_eq!(at("port4.power_w"), Some(0x101 + 3 * 16));
+        assert_eq!(p.alarms[0].condition, Condition::NotIn(vec!["idle".into()]));
+        assert!(p.alarm_point("port*.state").is_some());
+    }
+
+    #[test]
+    fn a_modbus_port_block_needs_a_count_and_a_stride_that_fit() {
+        let errs = parse(
+            "acme-station.toml",
+            &STATION
+                .replace("count = 4", "count = 0")
+                .replace("stride = 16", "stride = 0"),
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = errs.iter().map(|d| d.key.as_str()).collect();
+        assert!(keys.contains(&"ports[0].count"), "{errs:?}");
+        assert!(keys.contains(&"ports[0].stride"), "{errs:?}");
+        let errs = parse(
+            "acme-station.toml",
+            &STATION.replace("stride = 16", "stride = 30000"),
+        )
+        .unwrap_err();
+        assert!(errs[0].message.contains("past register 65535"), "{errs:?}");
+        let errs = parse(
+            "acme-station.toml",
+            &STATION.replace(
+                "prefix = \"port\"",
+                "prefix = \"port\"\npointer = \"/ports\"",
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            errs[0].message.contains("`pointer` is for MQTT"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn an_ocpp_point_has_no_register_and_alarms_name_its_states() {
+        let text = r#"
+id = "acme-cp"
+vendor = "Acme"
+model = "CP"
+category = "charger"
+protocol = "ocpp"
+[[ports]]
+prefix = "connector"
+[[ports.point]]
+name = "status"
+type = "string"
+values = { Available = "空闲", Faulted = "故障" }
+[[alarm]]
+id = "faulted"
+point = "connector*.status"
+equals = "Faulted"
+severity = "major"
+category = "charger"
+message = "故障"
+"#;
+        let p = parse("acme-cp.toml", text).unwrap();
+        assert!(matches!(
+            p.alarm_point("connector*.status").map(|p| &p.source),
+            Some(PointSource::Reported(_))
+        ));
+        let errs = parse(
+            "acme-cp.toml",
+            &text.replace("equals = \"Faulted\"", "equals = \"Broken\""),
+        )
+        .unwrap_err();
+        assert!(errs[0].message.contains("not a value point"), "{errs:?}");
+        let errs = parse(
+            "acme-cp.toml",
+            &text.replace("type = \"string\"", "type = \"string\"\nregister = 3"),
+        )
+        .unwrap_err();
+        assert!(
+            errs[0].message.contains("no meaning for an OCPP point"),
+            "{errs:?}"
+        );
     }
 
     const GOOD: &str = r#"

@@ -241,6 +241,17 @@ pub enum PointSource {
     Json(JsonSpec),
     /// The sum of other points' values (e.g. a totaliser's integer and fraction parts).
     Sum(Vec<Arc<str>>),
+    /// A value the protocol itself names (OCPP's connector status, its meter values): the
+    /// driver gives it by the point's name.
+    Reported(ReportedSpec),
+}
+
+/// What an OCPP point holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportedSpec {
+    pub json: JsonType,
+    /// An enumeration's states, as the protocol spells them, to their labels.
+    pub values: Option<BTreeMap<String, String>>,
 }
 
 /// The JSON type an MQTT point must have.
@@ -264,11 +275,13 @@ pub struct JsonSpec {
     pub values: Option<BTreeMap<String, String>>,
 }
 
-/// An array in the payload whose elements are numbered things (the ports of an e-bike
-/// charging station): each element's points become `{prefix}{N}.{point}`.
+/// Numbered things of one device (the ports of an e-bike charging station, the connectors of an
+/// EV charger): port N's points are `{prefix}{N}.{point}`. In an MQTT payload they are the
+/// elements of an array; a Modbus profile lays them out `stride` registers apart (and the
+/// loader has made plain points of them); OCPP numbers its connectors itself.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PortGroup {
-    /// Pointer to the array.
+    /// MQTT: pointer to the array (empty for other protocols).
     pub pointer: String,
     /// Pointer, inside an element, to its number; without it the position counts from 1.
     pub number: Option<String>,
@@ -295,6 +308,8 @@ pub struct MqttSettings {
 pub enum Condition {
     Equals(serde_json::Value),
     In(Vec<serde_json::Value>),
+    /// The value is none of these (an OCPP error code other than the ones named elsewhere).
+    NotIn(Vec<serde_json::Value>),
     Above {
         limit: f64,
         deadband: f64,
@@ -364,6 +379,12 @@ impl Point {
                 (None, DataType::Bool) => ValueKind::Bool,
                 (None, DataType::String) => ValueKind::Text(Vec::new()),
                 _ => ValueKind::Number,
+            },
+            PointSource::Reported(r) => match (&r.values, r.json) {
+                (Some(v), _) => ValueKind::Text(v.keys().cloned().collect()),
+                (None, JsonType::Bool) => ValueKind::Bool,
+                (None, JsonType::Number) => ValueKind::Number,
+                (None, JsonType::String) => ValueKind::Text(Vec::new()),
             },
             PointSource::Sum(_) => ValueKind::Number,
         }

@@ -157,6 +157,24 @@ impl History {
         Ok(out)
     }
 
+    /// The states of a text series (an enumeration, a fault label) from `from` to `to`, as
+    /// their changes, oldest first: the state in force at `from` (stamped when it began), then
+    /// each change.
+    pub fn states(&self, s: &SeriesInfo, from: i64, to: i64) -> anyhow::Result<Vec<(i64, String)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT ts, value FROM (
+                 SELECT ts, value FROM state_log WHERE series = ?1 AND ts < ?2
+                 ORDER BY ts DESC LIMIT 1)
+             UNION ALL
+             SELECT ts, value FROM state_log WHERE series = ?1 AND ts >= ?2 AND ts <= ?3
+             ORDER BY ts",
+        )?;
+        let rows = stmt.query_map(rusqlite::params![s.id, from, to], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// The value of `s` per step: the average for gauges, the reading at the bucket's end for
     /// counters; the raw readings when `step` is `None`.
     pub fn values(

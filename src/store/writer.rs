@@ -20,7 +20,7 @@ use super::summaries;
 use super::{migrate, PERIOD_5M, PERIOD_DAY, PERIOD_HOUR};
 use crate::config::HistoryConfig;
 use crate::profile::Kind;
-use crate::reading::Reading;
+use crate::reading::{Reading, Value};
 
 /// A point the writer should know before its first reading (its unit and whether it counts).
 #[derive(Debug, Clone, PartialEq)]
@@ -65,7 +65,7 @@ impl WriterOptions {
 #[derive(Debug)]
 pub struct WriterStats {
     pub written: AtomicU64,
-    /// Text values (enumeration labels, strings), which history does not keep.
+    /// Text values that repeat the state stored before them (history keeps a state's changes).
     pub skipped: AtomicU64,
     /// Readings given up after the database kept refusing them.
     pub dropped: AtomicU64,
@@ -166,6 +166,8 @@ struct Writer {
     stats: Arc<WriterStats>,
     /// device → point → series, looked up by `&str` so a reading costs no allocation.
     series: HashMap<Arc<str>, HashMap<Arc<str>, i64>>,
+    /// The last state stored of each text series.
+    states: HashMap<i64, String>,
     rollups: Rollups,
     last_retention: Option<Instant>,
     error_logged: bool,
@@ -184,11 +186,13 @@ impl Writer {
             opts,
             stats,
             series: HashMap::new(),
+            states: HashMap::new(),
             rollups: Rollups::default(),
             last_retention: None,
             error_logged: false,
         };
         w.register_series().context("registering series")?;
+        w.states = last_states(&w.conn).context("reading the last states")?;
         // The move sorts by key inside SQLite: it needs our packing.
         let flags = rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC
             | rusqlite::functions::FunctionFlags::SQLITE_UTF8;
@@ -385,14 +389,20 @@ impl Writer {
     fn insert(&mut self, buf: &[Reading]) -> anyhow::Result<u64> {
         let tx = self.conn.unchecked_transaction()?;
         let mut written = 0;
+        // States stored by this transaction; remembered once it commits.
+        let mut changed: HashMap<i64, String> = HashMap::new();
         {
             let mut stmt =
                 tx.prepare_cached("INSERT INTO sample_hot(series, ts, value) VALUES (?1, ?2, ?3)")?;
+            let mut state = tx.prepare_cached(
+                "INSERT OR REPLACE INTO state_log(series, ts, value) VALUES (?1, ?2, ?3)",
+            )?;
             for r in buf {
-                let Some(v) = r.value.as_f64().filter(|v| v.is_finite()) else {
+                let number = r.value.as_f64();
+                if number.is_some_and(|v| !v.is_finite()) {
                     self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                     continue;
-                };
+                }
                 let id = match self.series.get(&*r.device).and_then(|m| m.get(&*r.point)) {
                     Some(&id) => id,
                     None => match create_series(&tx, r)? {
@@ -409,11 +419,26 @@ impl Writer {
                         }
                     },
                 };
-                stmt.execute(params![id, r.ts.timestamp(), v])?;
+                match (number, &r.value) {
+                    (Some(v), _) => {
+                        stmt.execute(params![id, r.ts.timestamp(), v])?;
+                    }
+                    (None, Value::Text(t))
+                        if changed.get(&id).or(self.states.get(&id)) != Some(t) =>
+                    {
+                        state.execute(params![id, r.ts.timestamp(), t])?;
+                        changed.insert(id, t.clone());
+                    }
+                    _ => {
+                        self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
                 written += 1;
             }
         }
         tx.commit()?;
+        self.states.extend(changed);
         Ok(written)
     }
 
@@ -541,6 +566,11 @@ impl Writer {
         ] {
             summaries::expire(&tx, period, now - i64::from(days) * day)?;
         }
+        // States change rarely; they are kept as long as the hourly summaries.
+        tx.execute(
+            "DELETE FROM state_log WHERE ts < ?1",
+            [now - i64::from(r.hourly_days) * day],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -626,4 +656,14 @@ fn combine_into(
         summaries::upsert(conn, series, to, lo, &a)?;
     }
     Ok(())
+}
+
+/// The newest stored state of every text series.
+fn last_states(conn: &Connection) -> rusqlite::Result<HashMap<i64, String>> {
+    let mut stmt = conn.prepare(
+        "SELECT series, value FROM state_log AS s
+         WHERE ts = (SELECT max(ts) FROM state_log WHERE series = s.series)",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
 }

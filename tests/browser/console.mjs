@@ -6,6 +6,11 @@
 //   PARKHUB_PASSWORD      its password (required)
 //   PARKHUB_TRIGGER       URL; an HTTP POST to it raises a critical fire alarm on PARKHUB_ALARM_DEVICE (required)
 //   PARKHUB_ALARM_DEVICE  the device id of that alarm (required)
+//   PARKHUB_CHARGER_CONTROL  base URL driving a simulated OCPP charger: POST {url}/start/{connector}/{id_tag},
+//                         {url}/stop/{connector}, {url}/fault/{connector} (optional: without it step g is skipped)
+//   PARKHUB_CHARGER_DEVICE   the device id of that charger (two connectors, idle at the start)
+//   PARKHUB_EBIKE_DEVICE     an e-bike station's device id, checked on the charging page when set
+//   PARKHUB_VIEWER_USER, PARKHUB_VIEWER_PASSWORD  a viewer: the charging page shows it no command (optional)
 //   SCREENSHOT_DIR        where the screenshots go (default: tests/browser/screenshots)
 //   CHROMIUM              the browser binary (default /usr/bin/chromium)
 //   STEP_TIMEOUT_MS       the default wait for one page condition (default 15000)
@@ -36,6 +41,11 @@ async function main() {
   const password = env('PARKHUB_PASSWORD');
   const trigger = env('PARKHUB_TRIGGER');
   const alarmDevice = env('PARKHUB_ALARM_DEVICE');
+  const chargerControl = env('PARKHUB_CHARGER_CONTROL', '').replace(/\/+$/, '');
+  const chargerDevice = chargerControl ? env('PARKHUB_CHARGER_DEVICE') : '';
+  const ebikeDevice = env('PARKHUB_EBIKE_DEVICE', '');
+  const viewerUser = env('PARKHUB_VIEWER_USER', '');
+  const viewerPassword = viewerUser ? env('PARKHUB_VIEWER_PASSWORD') : '';
   const shots = env('SCREENSHOT_DIR', path.join(here, 'screenshots'));
   const executablePath = env('CHROMIUM', '/usr/bin/chromium');
   const timeout = Number(env('STEP_TIMEOUT_MS', '15000'));
@@ -74,7 +84,8 @@ async function main() {
   };
 
   let step = 'start';
-  const passed = (msg) => console.log(`ok - ${msg}`);
+  let passes = 0;
+  const passed = (msg) => { passes += 1; console.log(`ok - ${msg}`); };
   try {
     // ---- a. login ------------------------------------------------------------------------------
     step = 'a-login';
@@ -268,18 +279,211 @@ async function main() {
     await page.waitForFunction(() => document.documentElement.lang === 'zh-CN');
     passed('f: the language toggle switches the console to English and remembers it');
 
-    // ---- g. logout -----------------------------------------------------------------------------
-    step = 'g-logout';
+    // ---- g. charging ---------------------------------------------------------------------------
+    step = 'g-charging';
+    if (!chargerControl) {
+      console.log('  (skipped g: PARKHUB_CHARGER_CONTROL is not set)');
+    } else {
+      const control = async (what) => {
+        const r = await fetch(`${chargerControl}/${what}`, { method: 'POST' }).catch((e) => ({ ok: false, status: String(e) }));
+        check(r.ok, `g: POST ${chargerControl}/${what} answered ${r.status}`);
+      };
+      const cardSel = `[data-testid="charger-card"][data-device-id="${chargerDevice}"]`;
+      const card = page.locator(cardSel);
+      const port = (n) => card.locator(`[data-testid="charger-port"][data-port="${n}"]`);
+      const portStatus = (n) => port(n).getAttribute('data-status').catch(() => '?');
+      /** Waits for port n's data-status to satisfy the regexp. */
+      const waitPort = (n, re, what, ms = 20000) => page.waitForFunction(([sel, n, src]) => {
+        const p = document.querySelector(`${sel} [data-testid="charger-port"][data-port="${n}"]`);
+        return p && new RegExp(src).test(p.dataset.status);
+      }, [cardSel, n, re.source], { timeout: ms }).catch(async () => {
+        throw new StepError(`g: ${what}: port ${n} of ${chargerDevice} reads data-status="${await portStatus(n)}" after ${ms / 1000} s`);
+      });
+      const sessionRow = (tag, running) => page.locator(
+        `[data-testid="session-row"][data-device-id="${chargerDevice}"][data-running="${running}"]`, { hasText: tag });
+
+      await byTestId('nav-chargers').click();
+      await page.waitForFunction(() => location.hash.startsWith('#/chargers'));
+      await card.waitFor({ state: 'visible' }).catch(() => {
+        throw new StepError(`g: the charging page shows no charger-card for ${chargerDevice}`);
+      });
+      // The simulated charger has connected, booted and reported both connectors.
+      await page.waitForFunction((sel) => {
+        const c = document.querySelector(sel);
+        const ps = c ? [...c.querySelectorAll('[data-testid="charger-port"]')] : [];
+        return c && c.dataset.online === 'true' && ps.length === 2 && ps.every((p) => p.dataset.status === 'Available');
+      }, cardSel, { timeout: 30000 }).catch(async () => {
+        const info = await card.evaluate((c) => `online=${c.dataset.online}, ports ${[...c.querySelectorAll('[data-testid="charger-port"]')].map((p) => p.dataset.status).join(',')}`);
+        throw new StepError(`g: ${chargerDevice} is not shown connected with two Available ports (${info})`);
+      });
+      const cardText = await card.innerText();
+      check(/ParkSim|固件|firmware/i.test(cardText), `g: the EV charger card shows no vendor/firmware: ${cardText.slice(0, 200)}`);
+      let ebikeNote = '';
+      if (ebikeDevice) {
+        const bike = page.locator(`[data-testid="charger-card"][data-device-id="${ebikeDevice}"]`);
+        await page.waitForFunction((id) => {
+          const c = document.querySelector(`[data-testid="charger-card"][data-device-id="${id}"]`);
+          return c && c.querySelectorAll('[data-testid="charger-port"]').length >= 2
+            && c.querySelector('[data-testid="charger-port"][data-state="fault"]')
+            && c.querySelector('[data-testid="charger-port"][data-state="full"]');
+        }, ebikeDevice, { timeout: 20000 }).catch(async () => {
+          const n = await bike.locator('[data-testid="charger-port"]').count();
+          throw new StepError(`g: the e-bike station ${ebikeDevice} does not show its ports with a full and a faulted one (${n} ports)`);
+        });
+        const full = await bike.locator('[data-testid="charger-port"][data-state="full"] [data-testid="port-status"]').first().innerText();
+        check(full.includes('充满自停'), `g: a full e-bike port reads "${full}", not 充满自停`);
+        await bike.locator('[data-testid="charger-alarm"]').first().waitFor({ timeout: 15000 }).catch(() => {
+          throw new StepError(`g: the e-bike station's port fault alarm is not listed on its card`);
+        });
+        ebikeNote = `; e-bike station ${ebikeDevice} shows ${await bike.locator('[data-testid="charger-port"]').count()} ports (full: "${full}") and its fault alarm`;
+      }
+
+      // A driver plugs in: the port turns to charging through the live stream, no reload.
+      await page.evaluate(() => { window.__noReload = 1; });
+      await control('start/1/BROWSER-TAG-1');
+      await waitPort(1, /^Charging$/, 'after start');
+      await port(1).locator('[data-testid="port-session"]', { hasText: 'BROWSER-TAG-1' }).waitFor().catch(() => {
+        throw new StepError('g: the charging port does not show its session (id tag BROWSER-TAG-1)');
+      });
+      check(await page.evaluate(() => window.__noReload) === 1, 'g: the page reloaded: the charging state must arrive live');
+      const charging = Number(await byTestId('sum-ports-charging').innerText());
+      check(charging >= 1, `g: the summary counts ${charging} ports charging while one is`);
+      await sessionRow('BROWSER-TAG-1', true).waitFor().catch(() => {
+        throw new StepError('g: the running session of BROWSER-TAG-1 is not in the sessions table');
+      });
+
+      // The driver stops at the charger: the session is logged with its end and reason.
+      await control('stop/1');
+      await sessionRow('BROWSER-TAG-1', false).waitFor({ timeout: 20000 }).catch(() => {
+        throw new StepError('g: after the stop, no finished session-row of BROWSER-TAG-1');
+      });
+      const reason1 = await sessionRow('BROWSER-TAG-1', false).locator('.col-reason').getAttribute('data-reason');
+      check(reason1 === 'Local', `g: the session stopped at the charger has reason "${reason1}", not Local`);
+      await waitPort(1, /^(Available|Finishing)$/, 'after stop');
+
+      // The operator stops a session from the console and sees the charger's answer.
+      await control('start/1/BROWSER-TAG-2');
+      await waitPort(1, /^Charging$/, 'after the second start');
+      const stop = port(1).locator('[data-testid="cmd-stop"]');
+      await stop.waitFor().catch(() => {
+        throw new StepError('g: a charging port with a session has no cmd-stop button for an operator');
+      });
+      await stop.click();
+      await byTestId('cmd-dialog').waitFor({ state: 'visible' }).catch(() => {
+        throw new StepError('g: cmd-stop does not ask for a confirmation (cmd-dialog)');
+      });
+      await byTestId('cmd-confirm').click();
+      const answer = card.locator('[data-testid="cmd-answer"]');
+      await answer.waitFor({ timeout: 20000 }).catch(() => {
+        throw new StepError('g: no cmd-answer on the card after the stop command');
+      });
+      const answerStatus = await answer.getAttribute('data-status');
+      const answerText = (await answer.innerText()).trim();
+      check(answerStatus === 'Accepted' && answerText.includes('充电桩回复：Accepted'),
+        `g: the stop command's answer reads data-status="${answerStatus}" "${answerText}"`);
+      await sessionRow('BROWSER-TAG-2', false).waitFor({ timeout: 20000 }).catch(() => {
+        throw new StepError('g: the session stopped from the console is not logged as finished');
+      });
+      const reason2 = await sessionRow('BROWSER-TAG-2', false).locator('.col-reason').getAttribute('data-reason');
+      check(reason2 === 'Remote', `g: the session stopped from the console has reason "${reason2}", not Remote`);
+      await waitPort(1, /^(Available|Finishing)$/, 'after the remote stop');
+
+      // Disable the idle connector, then enable it again: the button follows the state.
+      const sendCommand = async (testid, what) => {
+        const before = await answer.textContent();
+        await port(1).locator(`[data-testid="${testid}"]`).click().catch(() => {
+          throw new StepError(`g: port 1 has no ${testid} button ${what}`);
+        });
+        await byTestId('cmd-confirm').click();
+        await page.waitForFunction(([sel, before]) => {
+          const a = document.querySelector(`${sel} [data-testid="cmd-answer"]`);
+          return a && a.textContent !== before;
+        }, [cardSel, before], { timeout: 20000 }).catch(() => {
+          throw new StepError(`g: no new cmd-answer after ${testid}`);
+        });
+        const status = await answer.getAttribute('data-status');
+        check(status === 'Accepted', `g: ${testid} was answered "${(await answer.innerText()).trim()}"`);
+      };
+      await waitPort(1, /^Available$/, 'before disabling it');
+      await sendCommand('cmd-disable', 'while Available');
+      await waitPort(1, /^Unavailable$/, 'after cmd-disable');
+      await sendCommand('cmd-enable', 'while Unavailable');
+      await waitPort(1, /^Available$/, 'after cmd-enable');
+
+      // The charger reports a fault: the port turns Faulted and the alarm is listed on the card.
+      await control('fault/2');
+      await waitPort(2, /^Faulted$/, 'after the fault');
+      const alarm = card.locator('[data-testid="charger-alarm"][data-point^="connector2."]').first();
+      await alarm.waitFor({ timeout: 15000 }).catch(() => {
+        throw new StepError('g: the connector fault raised no charger-alarm on the charger card');
+      });
+      const alarmText = (await alarm.innerText()).replace(/\s+/g, ' ').trim();
+      const faulted = Number(await byTestId('sum-ports-faulted').innerText());
+      check(faulted >= 1, `g: the summary counts ${faulted} faulted ports`);
+      check(await page.evaluate(() => window.__noReload) === 1, 'g: the page reloaded during the charging steps');
+      await card.scrollIntoViewIfNeeded();
+      await page.evaluate(() => window.scrollTo(0, 0));
+      await page.waitForTimeout(300);
+      noPageErrors('g');
+      await page.screenshot({ path: path.join(shots, '08-chargers.png'), fullPage: true });
+
+      await page.setViewportSize({ width: 390, height: 844 });
+      await page.waitForTimeout(300);
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      check(overflow <= 1, `g: the charging page is ${overflow} px wider than the 390 px phone screen`);
+      await page.screenshot({ path: path.join(shots, '09-chargers-phone.png'), fullPage: true });
+      await page.setViewportSize({ width: 1366, height: 900 });
+
+      // In English, the states and the commands are English too.
+      await byTestId('lang-toggle').click();
+      await page.waitForFunction((sel) => {
+        const s = document.querySelector(`${sel} [data-testid="charger-port"][data-port="2"] [data-testid="port-status"]`);
+        return document.documentElement.lang === 'en' && s && s.textContent === 'Faulted';
+      }, cardSel).catch(async () => {
+        throw new StepError(`g: in English port 2 reads "${await port(2).locator('[data-testid="port-status"]').innerText()}", not Faulted`);
+      });
+      await page.evaluate(() => window.scrollTo(0, 0));
+      await shot('10-chargers-en.png');
+      await byTestId('lang-toggle').click();
+      await page.waitForFunction(() => document.documentElement.lang === 'zh-CN');
+
+      // A viewer sees the same page without any command.
+      let viewerNote = '';
+      if (viewerUser) {
+        const vctx = await browser.newContext({ viewport: { width: 1366, height: 900 }, locale: 'zh-CN' });
+        const vpage = await vctx.newPage();
+        vpage.setDefaultTimeout(timeout);
+        vpage.on('pageerror', (e) => pageErrors.push(`viewer: ${e.message}`));
+        await vpage.goto(`${base}/#/chargers`);
+        await vpage.locator('[data-testid="login-user"]').fill(viewerUser);
+        await vpage.locator('[data-testid="login-password"]').fill(viewerPassword);
+        await vpage.locator('[data-testid="login-submit"]').click();
+        await vpage.locator(`${cardSel} [data-testid="charger-port"]`).first().waitFor().catch(() => {
+          throw new StepError(`g: the viewer ${viewerUser} does not see the charger card`);
+        });
+        await vpage.waitForTimeout(500);
+        const buttons = await vpage.locator('#view-chargers [data-testid^="cmd-"]').count();
+        check(buttons === 0, `g: the viewer ${viewerUser} sees ${buttons} command buttons on the charging page`);
+        await vctx.close();
+        noPageErrors('g');
+        viewerNote = `; viewer ${viewerUser} sees no command`;
+      }
+      passed(`g: ${chargerDevice}'s port 1 turned Charging live and its sessions were logged (reasons ${reason1}, ${reason2}); `
+        + `cmd-stop answered "${answerText}"; cmd-disable/cmd-enable took port 1 out of service and back; the fault shows on the card ("${alarmText}")${ebikeNote}${viewerNote}`);
+    }
+
+    // ---- h. logout -----------------------------------------------------------------------------
+    step = 'h-logout';
     await byTestId('logout').click();
     await byTestId('login-form').waitFor({ state: 'visible' }).catch(() => {
-      throw new StepError('g: logout did not bring back the login form');
+      throw new StepError('h: logout did not bring back the login form');
     });
     const me = await pageFetch('/api/v1/me');
-    check(me.status === 401, `g: /api/v1/me answers ${me.status} after logout`);
-    noPageErrors('g');
-    passed('g: logout ends the session');
+    check(me.status === 401, `h: /api/v1/me answers ${me.status} after logout`);
+    noPageErrors('h');
+    passed('h: logout ends the session');
 
-    console.log('7 passed, 0 failed');
+    console.log(`${passes} passed, 0 failed`);
     await browser.close();
     return 0;
   } catch (e) {
