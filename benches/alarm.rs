@@ -28,6 +28,8 @@ const ENV_SENSORS: usize = 200;
 const BACKGROUND_CONNECTIONS: usize = 10;
 const ALARM_SPACING: Duration = Duration::from_millis(20);
 
+mod support;
+
 fn args() -> (usize, u64) {
     let bench = std::env::args().any(|a| a == "--bench");
     let nums: Vec<u64> = std::env::args()
@@ -210,14 +212,7 @@ async fn field() {
 async fn hub() {
     let (alarms, rate) = args();
     let dir = tempfile::tempdir().unwrap();
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (mqtt, hook) = (free(), free());
+    let (mqtt, hook) = (support::free_port(), support::free_port());
     let mut cfg = format!(
         r#"
 [hub]

@@ -123,11 +123,7 @@ async fn start(size: &Size, dir: &std::path::Path) -> (App, std::net::SocketAddr
          [mqtt]\nbroker = \"embedded\"\nlisten = \"127.0.0.1:{}\"\n",
         dir.display(),
         hex::encode(Sha256::digest(TOKEN.as_bytes())),
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+        support::free_port()
     );
     for i in 0..size.sensors {
         cfg += &format!(

@@ -20,6 +20,8 @@ use parkhub::app::App;
 use parkhub::config::load_str;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
+mod support;
+
 fn connections(devices: usize) -> usize {
     std::env::var("PARKHUB_BENCH_CONNECTIONS")
         .ok()
@@ -178,11 +180,7 @@ fn peak_rss_mb() -> f64 {
 async fn hub() {
     let (devices, rate, seconds) = args();
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let mut cfg = format!(
         "[hub]\nid = \"bench\"\ndata_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nbroker = \"embedded\"\nlisten = \"127.0.0.1:{port}\"\n",
         dir.path().display()

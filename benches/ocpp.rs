@@ -156,11 +156,7 @@ async fn messages(client: &reqwest::Client, base: &str) -> u64 {
 fn main() {
     let size = size();
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let path = dir.path().join("bench.toml");
     std::fs::write(&path, config(dir.path(), port, size.chargers)).unwrap();
     let hub = Hub(Command::new(env!("CARGO_BIN_EXE_parkhub"))

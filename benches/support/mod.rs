@@ -1,5 +1,8 @@
 //! What several benchmarks share.
 
+// Each benchmark is a crate of its own and uses some of these.
+#![allow(dead_code)]
+
 use std::sync::Arc;
 
 use tokio_rustls::rustls;
@@ -19,4 +22,12 @@ pub fn plain_client(pool: usize) -> reqwest::Client {
         .pool_max_idle_per_host(pool)
         .build()
         .expect("a plain HTTP client builds")
+}
+
+/// A TCP port free on loopback now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }

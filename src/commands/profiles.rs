@@ -178,17 +178,14 @@ pub fn show(id: &str, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
         for a in &p.alarms {
             let when = match &a.condition {
                 Condition::Equals(v) => format!("{} = {v}", a.point.as_deref().unwrap_or("")),
-                Condition::In(vs) => format!(
-                    "{} in [{}]",
+                Condition::In(vs) | Condition::NotIn(vs) => format!(
+                    "{} {} [{}]",
                     a.point.as_deref().unwrap_or(""),
-                    vs.iter()
-                        .map(|v| v.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                Condition::NotIn(vs) => format!(
-                    "{} not in [{}]",
-                    a.point.as_deref().unwrap_or(""),
+                    if matches!(a.condition, Condition::In(_)) {
+                        "in"
+                    } else {
+                        "not in"
+                    },
                     vs.iter()
                         .map(|v| v.to_string())
                         .collect::<Vec<_>>()

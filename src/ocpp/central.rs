@@ -368,9 +368,10 @@ impl Central {
         device: Option<String>,
         limit: usize,
     ) -> anyhow::Result<Vec<super::sessions::Session>> {
-        let store = self.sessions.clone();
-        let mut list =
-            tokio::task::spawn_blocking(move || store.list(device.as_deref(), limit)).await??;
+        let mut list = self
+            .log("be read", move |log| log.list(device.as_deref(), limit))
+            .await
+            .map_err(|(_, e)| anyhow::anyhow!(e))?;
         for s in list.iter_mut().filter(|s| s.stopped_at.is_none()) {
             if let Some(&i) = self.by_device.get(s.device_id.as_str()) {
                 let state = lock(&self.slots[i].state);
@@ -663,22 +664,14 @@ impl Central {
             Request::StartTransaction(s) => {
                 let info = self.authorize(&s.id_tag);
                 let started_at = charger::stamp(Some(s.timestamp), now);
-                let store = self.sessions.clone();
                 let (dev, tag) = (device.to_string(), s.id_tag.clone());
                 let (connector, meter) = (s.connector_id, s.meter_start);
-                let id = tokio::task::spawn_blocking(move || {
-                    store.start(&dev, connector, &tag, started_at, meter)
-                })
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
                 // Without a stored id there is no answer: the charger will ask again.
-                .map_err(|e| {
-                    (
-                        ErrorCode::InternalError,
-                        format!("the charging log cannot store the session: {e}"),
-                    )
-                })?;
+                let id = self
+                    .log("store the session", move |log| {
+                        log.start(&dev, connector, &tag, started_at, meter)
+                    })
+                    .await?;
                 info!(%device, connector, transaction = id, "charging session started");
                 let (out, superseded) = lock(&slot.state).started(
                     connector,
@@ -703,21 +696,13 @@ impl Central {
             Request::StopTransaction(s) => {
                 let stopped_at = charger::stamp(Some(s.timestamp), now);
                 let reason = s.reason.map_or("Local", |r| r.as_str()).to_string();
-                let store = self.sessions.clone();
                 let dev = device.to_string();
                 let (tx, meter, tag) = (s.transaction_id, s.meter_stop, s.id_tag.clone());
-                let stopped = tokio::task::spawn_blocking(move || {
-                    store.stop(&dev, tx, stopped_at, meter, &reason, tag.as_deref())
-                })
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-                .map_err(|e| {
-                    (
-                        ErrorCode::InternalError,
-                        format!("the charging log cannot store the stop: {e}"),
-                    )
-                })?;
+                let stopped = self
+                    .log("store the stop", move |log| {
+                        log.stop(&dev, tx, stopped_at, meter, &reason, tag.as_deref())
+                    })
+                    .await?;
                 match stopped {
                     Stopped::Closed(done) => {
                         info!(%device, connector = done.connector, transaction = tx, energy_kwh = done.energy_kwh, "charging session stopped");
@@ -747,24 +732,40 @@ impl Central {
     /// that took its connector, with the energy last read.
     async fn close_superseded(&self, device: &str, old: Running, at: chrono::DateTime<Utc>) {
         let meter = old.meter_start_wh + (old.energy_kwh * 1000.0).round() as i64;
-        let (store, dev, id) = (
-            self.sessions.clone(),
-            device.to_string(),
-            old.transaction_id,
-        );
-        let done =
-            tokio::task::spawn_blocking(move || store.stop(&dev, id, at, meter, SUPERSEDED, None))
-                .await;
+        let (dev, id) = (device.to_string(), old.transaction_id);
+        let done = self
+            .log("close a superseded session", move |log| {
+                log.stop(&dev, id, at, meter, SUPERSEDED, None)
+            })
+            .await;
         match done {
-            Ok(Ok(_)) => {
+            Ok(_) => {
                 warn!(%device, transaction = id, "session closed: its connector began another without stopping it")
             }
-            Ok(Err(e)) => {
+            Err((_, e)) => {
                 warn!(%device, transaction = id, error = %e, "cannot close a superseded session")
             }
-            Err(e) => {
-                warn!(%device, transaction = id, error = %e, "cannot close a superseded session")
-            }
+        }
+    }
+
+    /// Runs `f` on the charging log, on the blocking pool (a commit waits for the disk); a
+    /// failure is the CALLERROR that answers the charger.
+    async fn log<T: Send + 'static>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&Sessions) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, messages::Refusal> {
+        let store = self.sessions.clone();
+        let failed = |e: &dyn std::fmt::Display| {
+            (
+                ErrorCode::InternalError,
+                format!("the charging log cannot {what}: {e}"),
+            )
+        };
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(failed(&e)),
+            Err(e) => Err(failed(&e)),
         }
     }
 

@@ -188,21 +188,13 @@ impl From<&Point> for PointSpec {
             }
             PointSource::Json(j) => {
                 spec.pointer = Some(j.pointer.clone());
-                spec.dtype = Some(match j.json {
-                    JsonType::Number => DataType::Number,
-                    JsonType::Bool => DataType::Bool,
-                    JsonType::String => DataType::String,
-                });
+                spec.dtype = Some(j.json.data_type());
                 spec.scale = Some(j.scale);
                 spec.offset = Some(j.offset);
                 spec.values = j.values.clone().unwrap_or_default();
             }
             PointSource::Reported(r) => {
-                spec.dtype = Some(match r.json {
-                    JsonType::Number => DataType::Number,
-                    JsonType::Bool => DataType::Bool,
-                    JsonType::String => DataType::String,
-                });
+                spec.dtype = Some(r.json.data_type());
                 spec.values = r.values.clone().unwrap_or_default();
             }
             PointSource::Sum(parts) => spec.sum_of = parts.iter().map(|s| s.to_string()).collect(),

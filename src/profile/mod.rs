@@ -262,6 +262,17 @@ pub enum JsonType {
     String,
 }
 
+impl JsonType {
+    /// The `type` a profile writes for it.
+    pub fn data_type(self) -> DataType {
+        match self {
+            JsonType::Number => DataType::Number,
+            JsonType::Bool => DataType::Bool,
+            JsonType::String => DataType::String,
+        }
+    }
+}
+
 /// Where a point sits in a JSON payload and how it becomes a value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JsonSpec {
