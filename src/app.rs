@@ -173,14 +173,23 @@ impl App {
                     ocpp_addr = Some(api_addr);
                 }
                 Some(addr) => {
-                    let l = tokio::net::TcpListener::bind(addr)
-                        .await
+                    let l = std::net::TcpListener::bind(addr)
                         .with_context(|| format!("ocpp.listen: cannot listen on {addr}"))?;
+                    l.set_nonblocking(true)?;
                     ocpp_addr = Some(l.local_addr()?);
                     let (r, stop) = (central.router(), stop_services.clone());
+                    // With [api.tls], chargers' passwords travel inside TLS here too (wss://).
+                    let tls = cfg.api.tls.clone();
                     services.spawn(async move {
-                        if let Err(e) = crate::api::serve(l, r, stop).await {
-                            warn!(error = %e, "the OCPP listener stopped");
+                        let served = match tls {
+                            None => match tokio::net::TcpListener::from_std(l) {
+                                Ok(l) => crate::api::serve(l, r, stop).await.map_err(Into::into),
+                                Err(e) => Err(e.into()),
+                            },
+                            Some(t) => crate::api::serve_tls(l, r, &t.cert, &t.key, stop).await,
+                        };
+                        if let Err(e) = served {
+                            warn!(error = %format!("{e:#}"), "the OCPP listener stopped");
                         }
                     });
                 }

@@ -646,6 +646,32 @@ async fn a_port_fault_code_raises_a_major_charger_alarm_that_keeps_the_fault_lab
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stations_own_over_temperature_trip_is_a_latched_critical_fire_alarm() {
+    let park = Park::start().await;
+    park.wait_reading("port4.fault", Value::Text("none".into()))
+        .await;
+    // Tripped at 55 °C: below the temperature alarm's limit, still a fire alarm.
+    park.pin("port4.temperature", Value::Number(55.0));
+    park.pin("port4.fault", Value::Text("over_temperature".into()));
+    let a = park
+        .wait_alarm("port_overheat_trip", Some("port4.fault"))
+        .await;
+    assert_eq!(
+        (a.severity.as_str(), a.category.as_str()),
+        ("critical", "fire")
+    );
+    assert!(a.latched);
+    assert!(
+        park.alarms("port_fault", Some("port4.fault")).is_empty(),
+        "not also a plain port fault"
+    );
+    assert!(park
+        .alarms("port_overheat", Some("port4.temperature"))
+        .is_empty());
+    park.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ports_readings_are_kept_in_history() {
     let park = Park::start().await;
     park.pin("port2.state", Value::Text("charging".into()));

@@ -370,6 +370,15 @@ async fn text_values_are_stored_as_their_changes_and_unknown_points_get_a_series
             reading("pipe_status", t0 + 20, text("empty")),
             reading("pipe_status", t0 + 30, text("full")),
             reading("pipe_status", t0 + 40, Value::Number(f64::NAN)),
+            // A fault and its clearing within one second: two changes, in their order.
+            Reading {
+                ts: DateTime::from_timestamp_millis(t0 * 1000 + 50_200).unwrap(),
+                ..reading("pipe_status", 0, text("fault"))
+            },
+            Reading {
+                ts: DateTime::from_timestamp_millis(t0 * 1000 + 50_700).unwrap(),
+                ..reading("pipe_status", 0, text("full"))
+            },
         ])
         .await
         .unwrap();
@@ -380,7 +389,7 @@ async fn text_values_are_stored_as_their_changes_and_unknown_points_get_a_series
         3,
         "two repeats and a NaN"
     );
-    assert_eq!(stats.written.load(Ordering::Relaxed), 5);
+    assert_eq!(stats.written.load(Ordering::Relaxed), 7);
     let hist = h.history();
     let flow = hist.series("wm", "flow_rate").unwrap().unwrap();
     assert_eq!(flow.unit.as_deref(), Some("m³/h"));
@@ -394,11 +403,13 @@ async fn text_values_are_stored_as_their_changes_and_unknown_points_get_a_series
         vec![
             (t0, "full".to_string()),
             (t0 + 20, "empty".to_string()),
-            (t0 + 30, "full".to_string())
+            (t0 + 30, "full".to_string()),
+            (t0 + 50, "fault".to_string()),
+            (t0 + 50, "full".to_string())
         ]
     );
     assert_eq!(
-        hist.states(&pipe, t0 + 25, t0 + 60).unwrap(),
+        hist.states(&pipe, t0 + 25, t0 + 30).unwrap(),
         vec![
             (t0 + 20, "empty".to_string()),
             (t0 + 30, "full".to_string())
@@ -487,5 +498,40 @@ async fn a_query_far_beyond_what_is_stored_returns_what_is_stored() {
         vec![(t0, 1.0), (t0 + 400, 2.0)]
     );
     assert_eq!(hist.raw(&s, i64::MIN, i64::MAX).unwrap().len(), 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn retention_keeps_a_state_still_in_force_however_old() {
+    let old = ts("2026-11-01T09:00:00+08:00");
+    let retention = HistoryConfig {
+        hourly_days: 2,
+        ..HistoryConfig::default()
+    };
+    let h = Harness::start(old, retention);
+    let state = |t: i64, v: &str| Reading {
+        device: "wm".into(),
+        point: "pipe_status".into(),
+        ts: DateTime::from_timestamp(t, 0).unwrap(),
+        value: Value::Text(v.into()),
+        unit: None,
+    };
+    h.tx.as_ref()
+        .unwrap()
+        .send(vec![state(old, "empty"), state(old + 60, "full")])
+        .await
+        .unwrap();
+    h.flush_at(old + 120).await;
+    // Ten days on, with retention run: the old change is gone, the state in force is not.
+    let later = old + 10 * 86_400;
+    h.send("power_total", &[(later - 30, 1.0)]).await;
+    h.flush_at(later).await;
+    let hist = h.history();
+    let pipe = hist.series("wm", "pipe_status").unwrap().unwrap();
+    assert_eq!(
+        hist.states(&pipe, old - 60, later).unwrap(),
+        vec![(old + 60, "full".to_string())],
+        "`empty` went with retention; `full` is still in force"
+    );
     h.stop().await;
 }

@@ -221,14 +221,15 @@ pub(super) async fn sessions(
     q: Result<Query<SessionsQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Session>>, ApiError> {
     let Query(q) = q?;
-    let Some(central) = s.state.ocpp.clone() else {
-        return Ok(Json(Vec::new()));
-    };
+    let central = s.state.ocpp.clone();
     if let Some(d) = &q.device {
-        if central.charger(d).is_none() {
+        if central.as_ref().and_then(|c| c.charger(d)).is_none() {
             return Err(ApiError::NotFound(format!("no EV charger `{d}`")));
         }
     }
+    let Some(central) = central else {
+        return Ok(Json(Vec::new()));
+    };
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_LIST).contains(&limit) {
         return Err(ApiError::BadRequest(format!("limit is 1..={MAX_LIST}")));

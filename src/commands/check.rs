@@ -104,11 +104,7 @@ pub fn summary(l: &Loaded) -> String {
     }
     let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     if let Some(o) = crate::ocpp::central::CentralConfig::from_loaded(l) {
-        let scheme = if c.api.tls.is_some() && c.ocpp.listen.is_none() {
-            "wss"
-        } else {
-            "ws"
-        };
+        let scheme = if c.api.tls.is_some() { "wss" } else { "ws" };
         let listen = c.ocpp.listen.unwrap_or(c.api.listen);
         out += &format!(
             "ocpp: {} on {scheme}://{listen}/ocpp/{{charge_point_id}}{}, heartbeat every {} s, offline after {} s, {}\n",

@@ -47,6 +47,7 @@ use crate::config::{Authorize, Loaded};
 use crate::hub::Hub;
 use crate::profile::Protocol;
 use crate::text::clip;
+use crate::throttle::Throttle;
 
 /// The subprotocol of OCPP 1.6J.
 pub const SUBPROTOCOL: &str = "ocpp1.6";
@@ -56,6 +57,12 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// The stop reason the log gives a session whose connector began another without stopping it.
 pub const SUPERSEDED: &str = "Superseded";
+
+/// Connectors taken from a charger whose `connectors` the config leaves out.
+pub const UNCONFIGURED_CONNECTORS: u32 = 8;
+
+/// A charger that takes no data for this long is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Read and write buffer of a charger's WebSocket.
 const SOCKET_BUFFER: usize = 4096;
@@ -70,7 +77,12 @@ pub struct ChargerConfig {
     pub charge_point_id: String,
     /// SHA-256 of its Basic-auth password.
     pub password_sha256: Option<[u8; 32]>,
+    /// Connectors shown before they report (`connectors`, else 1).
     pub connectors: u32,
+    /// The highest connector id taken from it: `connectors` when configured, else
+    /// [`UNCONFIGURED_CONNECTORS`]. Each connector is points and series of its own: a charger
+    /// must not make up thousands.
+    pub max_connector: u32,
 }
 
 impl std::fmt::Debug for ChargerConfig {
@@ -116,6 +128,7 @@ impl CentralConfig {
                     hex::decode_to_slice(h, &mut out).ok().map(|()| out)
                 }),
                 connectors: d.connectors.unwrap_or(1),
+                max_connector: d.connectors.unwrap_or(UNCONFIGURED_CONNECTORS),
             })
             .collect();
         if chargers.is_empty() {
@@ -126,7 +139,8 @@ impl CentralConfig {
             heartbeat_interval: Duration::from_secs(o.heartbeat_interval_s),
             offline_after: Duration::from_secs(o.offline_after_s()),
             authorize: o.authorize,
-            id_tags: o.id_tags.iter().cloned().collect(),
+            // OCPP's IdToken is a CiString: compared without regard to case.
+            id_tags: o.id_tags.iter().map(|t| t.to_ascii_uppercase()).collect(),
             command_timeout: Duration::from_secs(o.command_timeout_s),
             chargers,
         })
@@ -221,6 +235,9 @@ pub struct Central {
     generation: AtomicU64,
     /// Cancelled when the hub stops: connections end, new ones are refused.
     stopping: CancellationToken,
+    /// Refused handshakes are logged once a minute per reason: a misconfigured charger retries
+    /// every few seconds, a scanner far more often.
+    refusals: Mutex<Throttle<Refusal>>,
     pub stats: CentralStats,
 }
 
@@ -289,6 +306,7 @@ impl Central {
             sessions,
             generation: AtomicU64::new(0),
             stopping: CancellationToken::new(),
+            refusals: Mutex::new(Throttle::new(Duration::from_secs(60))),
             stats: CentralStats::default(),
         }))
     }
@@ -318,10 +336,19 @@ impl Central {
 
     fn check_silence(&self, now: Instant) {
         for s in &self.slots {
+            // Under the link's lock, where a new connection also sets `last_heard`: a charger
+            // reconnecting just now is not taken for a silent one.
+            let mut link = lock(&s.link);
             let silent = now.saturating_duration_since(*lock(&s.last_heard));
             if silent < self.cfg.offline_after {
                 continue;
             }
+            // A silent socket is a dead one (a half-open TCP connection): close it, so that
+            // nothing waits on it.
+            if let Some(link) = link.take() {
+                link.close.cancel();
+            }
+            drop(link);
             let device = &s.cfg.device;
             let was = self.hub.device(device).and_then(|d| d.online);
             if was != Some(false) {
@@ -329,11 +356,6 @@ impl Central {
                 if self.hub.set_online(device, false, Some(reason)) == Some(false) {
                     warn!(%device, charge_point = %s.cfg.charge_point_id, "charger offline: heartbeats stopped");
                 }
-            }
-            // A silent socket is a dead one (a half-open TCP connection): close it, so that
-            // the charger's reconnection is not refused as a duplicate and nothing waits on it.
-            if let Some(link) = lock(&s.link).take() {
-                link.close.cancel();
             }
         }
     }
@@ -439,12 +461,16 @@ impl Central {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         let close = CancellationToken::new();
         let (tx, mut commands) = mpsc::channel(COMMAND_QUEUE);
-        let replaced = lock(&slot.link).replace(Link {
-            generation,
-            commands: tx,
-            close: close.clone(),
-            since: Utc::now(),
-        });
+        let replaced = {
+            let mut link = lock(&slot.link);
+            *lock(&slot.last_heard) = Instant::now();
+            link.replace(Link {
+                generation,
+                commands: tx,
+                close: close.clone(),
+                since: Utc::now(),
+            })
+        };
         if let Some(old) = replaced {
             info!(%device, "charger reconnected; closing its previous connection");
             old.close.cancel();
@@ -470,6 +496,11 @@ impl Central {
                     }
                 }
                 Some(req) = commands.recv(), if pending.is_none() => {
+                    // Its caller has given up (timed out, hung up): a Reset or an unlock
+                    // minutes later, unseen, would be worse than none.
+                    if req.reply.is_closed() {
+                        continue;
+                    }
                     next_id += 1;
                     let id = format!("ph-{generation}-{next_id}");
                     let frame = Frame::Call {
@@ -477,7 +508,7 @@ impl Central {
                         action: req.command.action().to_string(),
                         payload: req.command.to_payload(),
                     };
-                    if socket.send(Message::text(frame.to_text())).await.is_err() {
+                    if !self.send(&mut socket, frame, &close).await {
                         let _ = req.reply.send(Err(CommandError::ConnectionLost(device.to_string())));
                         break;
                     }
@@ -505,7 +536,7 @@ impl Central {
                     };
                     self.heard(i);
                     if let Some(answer) = self.on_text(i, text.as_str(), &mut pending).await {
-                        if socket.send(Message::text(answer.to_text())).await.is_err() {
+                        if !self.send(&mut socket, answer, &close).await {
                             break;
                         }
                     }
@@ -523,6 +554,19 @@ impl Central {
         }
         drop(link);
         info!(%device, "charger disconnected");
+    }
+
+    /// Sends a frame; false when the connection is gone, is to close, or has taken no data
+    /// for [`SEND_TIMEOUT`] (a charger that stops reading must not hold its task, and with
+    /// it the hub's shutdown, for ever).
+    async fn send(&self, socket: &mut WebSocket, frame: Frame, close: &CancellationToken) -> bool {
+        tokio::select! {
+            sent = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::text(frame.to_text()))) => {
+                matches!(sent, Ok(Ok(())))
+            }
+            _ = close.cancelled() => false,
+            _ = self.stopping.cancelled() => false,
+        }
     }
 
     fn refused(&self, device: &str, problem: String) {
@@ -632,6 +676,21 @@ impl Central {
         let slot = &self.slots[i];
         let device = slot.cfg.device.clone();
         let now = Utc::now();
+        let connector = match &req {
+            Request::StatusNotification(n) => Some(n.connector_id),
+            Request::MeterValues(m) => Some(m.connector_id),
+            Request::StartTransaction(s) => Some(s.connector_id),
+            _ => None,
+        };
+        if let Some(n) = connector.filter(|n| *n > slot.cfg.max_connector) {
+            return Err((
+                ErrorCode::PropertyConstraintViolation,
+                format!(
+                    "connector {n} is not one of this charger's {} (set `connectors` in the hub's config)",
+                    slot.cfg.max_connector
+                ),
+            ));
+        }
         match req {
             Request::BootNotification(b) => {
                 self.on_boot(i, b, now);
@@ -706,7 +765,7 @@ impl Central {
                 match stopped {
                     Stopped::Closed(done) => {
                         info!(%device, connector = done.connector, transaction = tx, energy_kwh = done.energy_kwh, "charging session stopped");
-                        let out = lock(&slot.state).stopped(done.connector, meter, stopped_at);
+                        let out = lock(&slot.state).stopped(done.connector, tx, meter, stopped_at);
                         self.ingest(&device, out).await;
                     }
                     Stopped::Again(_) => debug!(%device, transaction = tx, "StopTransaction again"),
@@ -784,7 +843,7 @@ impl Central {
     fn authorize(&self, id_tag: &str) -> IdTagInfo {
         let status = match self.cfg.authorize {
             Authorize::AcceptAll => AuthorizationStatus::Accepted,
-            Authorize::LocalList if self.cfg.id_tags.contains(id_tag) => {
+            Authorize::LocalList if self.cfg.id_tags.contains(&id_tag.to_ascii_uppercase()) => {
                 AuthorizationStatus::Accepted
             }
             Authorize::LocalList => AuthorizationStatus::Invalid,
@@ -808,12 +867,23 @@ impl Central {
         self.hub.ingest(out.readings).await;
     }
 
-    /// Who may open a connection as `cp`: the charger's index, or why not.
+    /// Who may open a connection as `cp`: the charger's index, or why not (counted, and
+    /// logged at most once a minute per reason).
     fn admit(&self, cp: &str, headers: &HeaderMap) -> Result<usize, Refusal> {
+        let refused = |r: Refusal| {
+            let counter = match r {
+                Refusal::UnknownCharger => &self.stats.unknown_chargers,
+                Refusal::Subprotocol => &self.stats.bad_subprotocol,
+                Refusal::Password | Refusal::Browser => &self.stats.bad_auth,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            if let Some(held) = lock(&self.refusals).allow(r) {
+                warn!(charge_point = %clip(cp), more_since_last = held, "charger connection refused: {}", r.why());
+            }
+            Err(r)
+        };
         let Some(&i) = self.by_cp.get(cp) else {
-            self.stats.unknown_chargers.fetch_add(1, Ordering::Relaxed);
-            warn!(charge_point = %clip(cp), "connection from an unknown charge point refused");
-            return Err(Refusal::UnknownCharger);
+            return refused(Refusal::UnknownCharger);
         };
         let offered = headers
             .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -822,27 +892,40 @@ impl Central {
             .flat_map(|v| v.split(','))
             .any(|p| p.trim() == SUBPROTOCOL);
         if !offered {
-            self.stats.bad_subprotocol.fetch_add(1, Ordering::Relaxed);
-            warn!(charge_point = %cp, "connection without subprotocol ocpp1.6 refused");
-            return Err(Refusal::Subprotocol);
+            return refused(Refusal::Subprotocol);
         }
-        if let Some(want) = &self.slots[i].cfg.password_sha256 {
-            if !basic_auth_ok(headers, cp, want) {
-                self.stats.bad_auth.fetch_add(1, Ordering::Relaxed);
-                warn!(charge_point = %cp, "connection with a wrong or missing password refused");
-                return Err(Refusal::Password);
-            }
+        match &self.slots[i].cfg.password_sha256 {
+            Some(want) if !basic_auth_ok(headers, cp, want) => refused(Refusal::Password),
+            // WebSockets know no CORS: any page in a browser on the park's network could
+            // play a charger that has no password. Browsers always send `Origin`; chargers do
+            // not (one whose firmware does needs a password).
+            None if headers.contains_key(header::ORIGIN) => refused(Refusal::Browser),
+            _ => Ok(i),
         }
-        Ok(i)
     }
 }
 
 /// Why a charger's connection is refused at the handshake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Refusal {
     UnknownCharger,
     Subprotocol,
     Password,
+    /// A browser page (it sent `Origin`) for a charger without a password.
+    Browser,
+}
+
+impl Refusal {
+    fn why(self) -> &'static str {
+        match self {
+            Refusal::UnknownCharger => "unknown charge point id",
+            Refusal::Subprotocol => "no subprotocol ocpp1.6",
+            Refusal::Password => "wrong or missing password",
+            Refusal::Browser => {
+                "a browser page (Origin header) for a charger without a password; give the charger a password_sha256 if its firmware sends Origin"
+            }
+        }
+    }
 }
 
 impl IntoResponse for Refusal {
@@ -854,6 +937,11 @@ impl IntoResponse for Refusal {
             Refusal::Subprotocol => {
                 (StatusCode::BAD_REQUEST, "subprotocol ocpp1.6 required").into_response()
             }
+            Refusal::Browser => (
+                StatusCode::FORBIDDEN,
+                "browsers may not connect as chargers",
+            )
+                .into_response(),
             Refusal::Password => (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Basic realm=\"parkhub-ocpp\"")],
@@ -884,7 +972,9 @@ fn basic_auth_ok(headers: &HeaderMap, cp: &str, want: &[u8; 32]) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .map(|(_, b)| b)
         .and_then(|b| {
             base64::engine::general_purpose::STANDARD
                 .decode(b.trim())
@@ -973,6 +1063,7 @@ mod tests {
                 charge_point_id: "CP1".into(),
                 password_sha256: None,
                 connectors: 2,
+                max_connector: 2,
             }],
         };
         let sessions = Arc::new(Sessions::open(&dir.join("charging.sqlite")).unwrap());
@@ -1017,10 +1108,129 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_charger_cannot_make_up_connectors_beyond_its_configured_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, hub) = central(dir.path());
+        let status = |connector_id| {
+            Request::StatusNotification(messages::StatusNotification {
+                connector_id,
+                error_code: messages::ChargePointErrorCode::NoError,
+                info: None,
+                status: messages::ChargePointStatus::Available,
+                timestamp: None,
+                vendor_id: None,
+                vendor_error_code: None,
+            })
+        };
+        assert!(c.on_request(0, status(2)).await.is_ok());
+        let (code, why) = c.on_request(0, status(3)).await.unwrap_err();
+        assert_eq!(code, ErrorCode::PropertyConstraintViolation);
+        assert!(why.contains("connector 3"), "{why}");
+        let points = hub.device("cp-1").unwrap().points;
+        assert!(points.contains_key("connector2.status"));
+        assert!(!points.contains_key("connector3.status"));
+    }
+
+    /// The central system served on a loopback port; its address.
+    async fn serve(c: &Arc<Central>) -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
+            l,
+            c.router(),
+        )));
+        addr
+    }
+
+    fn request(
+        addr: std::net::SocketAddr,
+        origin: Option<&str>,
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut r = format!("ws://{addr}/ocpp/CP1")
+            .into_client_request()
+            .unwrap();
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+        if let Some(o) = origin {
+            r.headers_mut()
+                .insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
+        }
+        r
+    }
+
+    #[tokio::test]
+    async fn a_browser_page_cannot_play_a_charger_without_a_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _) = central(dir.path());
+        let addr = serve(&c).await;
+        let refused = tokio_tungstenite::connect_async(request(addr, Some("http://evil.example")))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 403),
+            "{refused:?}"
+        );
+        assert_eq!(c.stats.bad_auth.load(Ordering::Relaxed), 1);
+        assert!(tokio_tungstenite::connect_async(request(addr, None))
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_charger_that_stops_reading_cannot_hold_up_the_hubs_stop() {
+        use futures_util::SinkExt as _;
+        use tokio_tungstenite::tungstenite::Message as WsMessage;
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _) = central(dir.path());
+        let addr = serve(&c).await;
+        let (mut ws, _) = tokio_tungstenite::connect_async(request(addr, None))
+            .await
+            .unwrap();
+        // Heartbeats, and never a read: the hub's answers fill the socket until its sends
+        // wait; then its reads stop too, and ours wait.
+        let mut sent = 0u64;
+        loop {
+            let frame = format!("[2,\"hb-{sent}\",\"Heartbeat\",{{}}]");
+            let send = ws.send(WsMessage::text(frame));
+            match tokio::time::timeout(Duration::from_millis(500), send).await {
+                Ok(Ok(())) => sent += 1,
+                Ok(Err(e)) => panic!("the hub dropped the connection early: {e}"),
+                Err(_) => break,
+            }
+            assert!(sent < 5_000_000, "the hub never stopped reading");
+        }
+        assert!(
+            lock(&c.slots[0].link).is_some(),
+            "still connected, stuck in a send"
+        );
+        let stop = CancellationToken::new();
+        let watch = tokio::spawn(c.clone().watch(stop.clone()));
+        stop.cancel();
+        watch.await.unwrap();
+        let ended = async {
+            while lock(&c.slots[0].link).is_some() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(3), ended)
+            .await
+            .expect("the connection's task ended when the hub stopped");
+        drop(ws);
+    }
+
+    #[tokio::test]
     async fn the_local_list_accepts_its_cards_only() {
         let dir = tempfile::tempdir().unwrap();
         let (c, _) = central(dir.path());
         assert_eq!(c.authorize("CARD-1").status, AuthorizationStatus::Accepted);
+        assert_eq!(
+            c.authorize("card-1").status,
+            AuthorizationStatus::Accepted,
+            "id tags are case-insensitive (CiString20)"
+        );
         assert_eq!(c.authorize("CARD-2").status, AuthorizationStatus::Invalid);
     }
 

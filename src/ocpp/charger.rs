@@ -273,10 +273,18 @@ impl Charger {
             .map(|c| c.connector)
     }
 
-    /// A session ended on `connector`: its final energy, and the register where it stopped.
-    pub fn stopped(&mut self, connector: u32, meter_stop_wh: i64, ts: DateTime<Utc>) -> Outcome {
+    /// Session `transaction_id` ended on `connector`: its final energy, and the register where
+    /// it stopped. A late stop of a session the connector has since replaced leaves the new one
+    /// alone.
+    pub fn stopped(
+        &mut self,
+        connector: u32,
+        transaction_id: i32,
+        meter_stop_wh: i64,
+        ts: DateTime<Utc>,
+    ) -> Outcome {
         let c = self.connector(connector);
-        let Some(s) = c.session.take() else {
+        let Some(s) = c.session.take_if(|s| s.transaction_id == transaction_id) else {
             return Outcome::default();
         };
         let kwh = meter_stop_wh as f64 / 1000.0;
@@ -467,7 +475,11 @@ mod tests {
         );
         assert_eq!(point(&o, "energy"), Some(&Value::Number(15.5)));
 
-        let o = c.stopped(1, 13_000, t(120));
+        assert!(
+            c.stopped(1, 6, 13_000, t(120)).readings.is_empty(),
+            "another transaction's stop leaves this one running"
+        );
+        let o = c.stopped(1, 7, 13_000, t(120));
         assert_eq!(
             point(&o, "connector1.session_energy"),
             Some(&Value::Number(3.0))
@@ -476,7 +488,7 @@ mod tests {
         assert_eq!(point(&o, "energy"), Some(&Value::Number(16.0)));
         assert_eq!(c.connector_of(7), None);
         assert!(
-            c.stopped(1, 13_000, t(130)).readings.is_empty(),
+            c.stopped(1, 7, 13_000, t(130)).readings.is_empty(),
             "nothing runs any more"
         );
     }

@@ -70,12 +70,13 @@ CREATE INDEX IF NOT EXISTS rollup_by_series
     ON rollup(series, period, start, min, max, sum, count, last, last_ts, delta, base, pending)
     WHERE period >= 3600;
 -- Text values (an enumeration's state, a charger's status, a fault's label) as their changes:
--- a state repeated in every poll is stored once, when it begins.
+-- a state repeated in every poll is stored once, when it begins. In milliseconds: a fault and
+-- its clearing within one second are two changes.
 CREATE TABLE IF NOT EXISTS state_log(
     series INTEGER NOT NULL,
-    ts INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
     value TEXT NOT NULL,
-    PRIMARY KEY(series, ts)
+    PRIMARY KEY(series, ts_ms)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counter_state(
     series INTEGER PRIMARY KEY,

@@ -162,15 +162,18 @@ impl History {
     /// each change.
     pub fn states(&self, s: &SeriesInfo, from: i64, to: i64) -> anyhow::Result<Vec<(i64, String)>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT ts, value FROM (
-                 SELECT ts, value FROM state_log WHERE series = ?1 AND ts < ?2
-                 ORDER BY ts DESC LIMIT 1)
+            "SELECT ts_ms, value FROM (
+                 SELECT ts_ms, value FROM state_log WHERE series = ?1 AND ts_ms < ?2
+                 ORDER BY ts_ms DESC LIMIT 1)
              UNION ALL
-             SELECT ts, value FROM state_log WHERE series = ?1 AND ts >= ?2 AND ts <= ?3
-             ORDER BY ts",
+             SELECT ts_ms, value FROM state_log
+             WHERE series = ?1 AND ts_ms >= ?2 AND ts_ms < ?3
+             ORDER BY 1",
         )?;
-        let rows = stmt.query_map(rusqlite::params![s.id, from, to], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+        let ms = |s: i64| s.saturating_mul(1000);
+        let to_end = ms(to).saturating_add(1000);
+        let rows = stmt.query_map(rusqlite::params![s.id, ms(from), to_end], |r| {
+            Ok((r.get::<_, i64>(0)?.div_euclid(1000), r.get(1)?))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

@@ -395,7 +395,7 @@ impl Writer {
             let mut stmt =
                 tx.prepare_cached("INSERT INTO sample_hot(series, ts, value) VALUES (?1, ?2, ?3)")?;
             let mut state = tx.prepare_cached(
-                "INSERT OR REPLACE INTO state_log(series, ts, value) VALUES (?1, ?2, ?3)",
+                "INSERT OR REPLACE INTO state_log(series, ts_ms, value) VALUES (?1, ?2, ?3)",
             )?;
             for r in buf {
                 let number = r.value.as_f64();
@@ -426,7 +426,7 @@ impl Writer {
                     (None, Value::Text(t))
                         if changed.get(&id).or(self.states.get(&id)) != Some(t) =>
                     {
-                        state.execute(params![id, r.ts.timestamp(), t])?;
+                        state.execute(params![id, r.ts.timestamp_millis(), t])?;
                         changed.insert(id, t.clone());
                     }
                     _ => {
@@ -566,10 +566,12 @@ impl Writer {
         ] {
             summaries::expire(&tx, period, now - i64::from(days) * day)?;
         }
-        // States change rarely; they are kept as long as the hourly summaries.
+        // States change rarely; they are kept as long as the hourly summaries, except each
+        // series' newest, which is still in force however old it is.
         tx.execute(
-            "DELETE FROM state_log WHERE ts < ?1",
-            [now - i64::from(r.hourly_days) * day],
+            "DELETE FROM state_log WHERE ts_ms < ?1
+               AND ts_ms < (SELECT max(ts_ms) FROM state_log AS s WHERE s.series = state_log.series)",
+            [(now - i64::from(r.hourly_days) * day) * 1000],
         )?;
         tx.commit()?;
         Ok(())
@@ -662,7 +664,7 @@ fn combine_into(
 fn last_states(conn: &Connection) -> rusqlite::Result<HashMap<i64, String>> {
     let mut stmt = conn.prepare(
         "SELECT series, value FROM state_log AS s
-         WHERE ts = (SELECT max(ts) FROM state_log WHERE series = s.series)",
+         WHERE ts_ms = (SELECT max(ts_ms) FROM state_log WHERE series = s.series)",
     )?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
