@@ -116,6 +116,7 @@ impl App {
         )?;
         let uplink_feed = uplink.as_ref().map(|(f, _)| f.clone());
         let store_queue = tx.downgrade();
+        let store_queue_watch = tx.downgrade();
         let hub = Hub::with_feeds(devices, Some(tx), Some(feed), uplink_feed.clone());
         let ocpp = match CentralConfig::from_loaded(loaded) {
             None => None,
@@ -234,6 +235,19 @@ impl App {
         }
         if let Some(central) = &ocpp {
             sources.spawn(central.clone().watch(stop_sources.clone()));
+        }
+        if let Some(interval) = crate::service::watchdog_interval() {
+            let health = crate::service::Health {
+                engine: engine.clone(),
+                writer: writer.stats().clone(),
+                store_queue: store_queue_watch,
+            };
+            info!(?interval, "systemd watchdog on");
+            services.spawn(crate::service::watchdog(
+                health,
+                interval,
+                stop_services.clone(),
+            ));
         }
         let mut mqtt_subscribed = None;
         if let Some(mqtt) = mqtt {

@@ -19,6 +19,7 @@ pub mod ocpp;
 pub mod profile;
 pub mod random;
 pub mod reading;
+pub mod service;
 pub mod store;
 pub mod text;
 pub mod throttle;

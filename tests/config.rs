@@ -325,6 +325,27 @@ fn the_example_and_demo_configs_check() {
 }
 
 #[test]
+fn the_config_the_package_installs_checks_and_serves_the_network() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/parkhub.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let loaded = load_str("parkhub.toml", &text, Path::new("/etc/parkhub"), &|_| None).unwrap();
+    let c = &loaded.config;
+    assert_eq!(
+        c.hub.data_dir,
+        Path::new("/var/lib/parkhub"),
+        "systemd's StateDirectory"
+    );
+    assert!(
+        c.api.listen.ip().is_unspecified(),
+        "reachable from the park's network"
+    );
+    assert!(
+        c.api.token.is_empty(),
+        "no credential comes with the package"
+    );
+}
+
+#[test]
 fn serial_settings_come_from_the_profiles_when_they_agree() {
     let text = r#"
 [hub]

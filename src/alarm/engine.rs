@@ -170,6 +170,8 @@ pub enum Command {
         minutes: Option<u64>,
         reply: Reply<()>,
     },
+    /// Answered at once: the engine's loop is turning (the service watchdog asks).
+    Ping { reply: Reply<()> },
 }
 
 /// Sends commands to the engine; cheap to clone.
@@ -186,6 +188,11 @@ impl EngineHandle {
             .await
             .map_err(|_| CommandError::Stopped)?;
         rx.await.map_err(|_| CommandError::Stopped)?
+    }
+
+    /// Whether the engine answers: its loop is turning, not stuck or gone.
+    pub async fn ping(&self) -> Result<(), CommandError> {
+        self.ask(|reply| Command::Ping { reply }).await
     }
 
     pub async fn ack(
@@ -1282,6 +1289,9 @@ impl Engine {
                 reply,
             } => {
                 let _ = reply.send(self.set_maintenance(&device, on, &who, reason, minutes));
+            }
+            Command::Ping { reply } => {
+                let _ = reply.send(Ok(()));
             }
         }
     }
