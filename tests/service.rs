@@ -16,32 +16,38 @@ async fn next(sock: &UnixDatagram, within: Duration) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_hub_says_ready_once_up_pings_the_watchdog_and_says_stopping() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&socket).unwrap();
-    let config = dir.path().join("hub.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[hub]\nid = \"svc\"\ndata_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
-            dir.path().join("data").display()
-        ),
+/// A hub config with nothing but the hub, plus `extra`.
+fn hub_config(dir: &std::path::Path, extra: &str) -> String {
+    format!(
+        "[hub]\nid = \"svc\"\ndata_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n{extra}",
+        dir.join("data").display()
     )
-    .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_parkhub"))
+}
+
+/// `parkhub run` as systemd starts it: its notification socket, a watchdog of 1 s (pings every
+/// 0.5 s, half the interval, as systemd expects).
+fn run_as_service(config: &std::path::Path, socket: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_parkhub"))
         .args(["run", "--config"])
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &socket)
-        // Pings every 0.5 s (half the interval), as systemd expects.
+        .arg(config)
+        .env("NOTIFY_SOCKET", socket)
         .env("WATCHDOG_USEC", "1000000")
         .env_remove("WATCHDOG_PID")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_says_ready_once_up_pings_the_watchdog_and_says_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&socket).unwrap();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(&config, hub_config(dir.path(), "")).unwrap();
+    let mut child = run_as_service(&config, &socket);
 
     let first = next(&sock, Duration::from_secs(20)).await;
     assert!(first.contains("READY=1"), "{first:?}");
@@ -121,26 +127,9 @@ async fn sighup_refuses_a_bad_config_and_keeps_running_and_restarts_for_a_good_o
     let socket = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&socket).unwrap();
     let config = dir.path().join("hub.toml");
-    let good = |extra: &str| {
-        format!(
-            "[hub]\nid = \"svc\"\ndata_dir = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n{extra}",
-            dir.path().join("data").display()
-        )
-    };
+    let good = |extra: &str| hub_config(dir.path(), extra);
     std::fs::write(&config, good("")).unwrap();
-    let spawn = || {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_parkhub"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("NOTIFY_SOCKET", &socket)
-            .env("WATCHDOG_USEC", "1000000")
-            .env_remove("WATCHDOG_PID")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || run_as_service(&config, &socket);
     let mut child = spawn();
     let ready = next(&sock, Duration::from_secs(20)).await;
     assert!(ready.contains("STATUS=0 devices"), "{ready:?}");
