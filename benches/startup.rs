@@ -59,7 +59,7 @@ fn start(config: &std::path::Path, dir: &std::path::Path) -> (Hub, Duration) {
     sock.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let t0 = Instant::now();
-    let hub = Hub(Command::new(env!("CARGO_BIN_EXE_parkhub"))
+    let hub = Hub(Command::new(binary())
         .args(["run", "--config"])
         .arg(config)
         .env("NOTIFY_SOCKET", &socket)

@@ -52,7 +52,16 @@ pub struct App {
 impl App {
     /// Starts everything the config describes.
     pub async fn start(loaded: &Loaded) -> anyhow::Result<Self> {
+        Self::start_with(loaded, None).await
+    }
+
+    /// Starts with the given GPIO pins (tests, the demo) rather than the machine's.
+    pub async fn start_with(
+        loaded: &Loaded,
+        pins: Option<Arc<dyn crate::gpio::Pins>>,
+    ) -> anyhow::Result<Self> {
         let cfg = &loaded.config;
+        let pins = crate::gpio::for_config(loaded, pins);
         let data_dir = &cfg.hub.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("creating data_dir {}", data_dir.display()))?;
@@ -103,6 +112,7 @@ impl App {
             cfg,
             alarms.clone(),
             mqtt.as_ref().map(MqttSource::options),
+            &pins,
             &mut services,
             stop_services.clone(),
         )?;
@@ -226,7 +236,7 @@ impl App {
             if bus.kind == BusKind::Dlt645 {
                 continue;
             }
-            let b = ModbusBus::from_config(loaded, bus)?;
+            let b = ModbusBus::from_config(loaded, bus, pins.as_ref())?;
             if b.device_count() == 0 {
                 warn!(bus = %bus.id, "bus has no enabled devices; not polled");
                 continue;
@@ -235,6 +245,14 @@ impl App {
         }
         if let Some(central) = &ocpp {
             sources.spawn(central.clone().watch(stop_sources.clone()));
+        }
+        let contacts = crate::gpio::source::contacts(loaded);
+        if !contacts.is_empty() {
+            let gpio = crate::gpio::source::GpioSource {
+                contacts,
+                pins: pins.clone(),
+            };
+            sources.spawn(gpio.run(hub.clone(), stop_sources.clone()));
         }
         if let Some(interval) = crate::service::watchdog_interval() {
             let health = crate::service::Health {

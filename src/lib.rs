@@ -9,6 +9,7 @@ pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod gpio;
 pub mod hub;
 pub mod live;
 pub mod memory;

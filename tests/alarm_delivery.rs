@@ -108,6 +108,7 @@ departments = ["ops"]
         &loaded.config,
         store.clone(),
         None,
+        &parkhub::gpio::for_config(&loaded, None),
         &mut tasks,
         stop.clone(),
     )

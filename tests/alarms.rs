@@ -16,7 +16,7 @@ use parkhub::alarm::engine::{
 use parkhub::alarm::store::{AlarmRow, AlarmStore, Listing, OutboxRow, DB_FILE};
 use parkhub::alarm::AlarmState;
 use parkhub::notify::lane::LaneMsg;
-use parkhub::notify::{Notifier, Push};
+use parkhub::notify::{Notifier, Push, Siren};
 use parkhub::reading::{Reading, Value};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -115,7 +115,7 @@ struct Rig {
     feed: AlarmFeed,
     store: Arc<AlarmStore>,
     lanes: HashMap<(String, bool), mpsc::UnboundedReceiver<LaneMsg>>,
-    siren: watch::Receiver<bool>,
+    siren: watch::Receiver<Siren>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     dir: Arc<tempfile::TempDir>,
@@ -145,7 +145,7 @@ impl Rig {
                 lanes.insert((c.to_string(), urgent), rx);
             }
         }
-        let (siren_tx, siren) = watch::channel(false);
+        let (siren_tx, siren) = watch::channel(Siren::default());
         let sirens = HashMap::from([("siren".to_string(), Arc::new(siren_tx))]);
         let notifier = Notifier::with_lanes(senders, sirens);
         let stop = CancellationToken::new();
@@ -251,6 +251,35 @@ fn push(row: &OutboxRow) -> Push {
     serde_json::from_str(&row.payload).unwrap()
 }
 
+/// A relay that silenced itself after `max_on_s` must sound again for news, not for the alarm
+/// it already sounded for: the engine tells the two apart with the siren's epoch.
+#[tokio::test(start_paused = true)]
+async fn only_an_alarm_new_to_a_siren_moves_its_epoch() {
+    let rig = Rig::start(
+        r#"
+[[device]]
+id = "smoke-2"
+profile = "mqtt-smoke-detector"
+topic = "park/b3/3f/smoke-02"
+"#,
+    )
+    .await;
+    assert_eq!(*rig.siren.borrow(), Siren::default());
+    rig.read("smoke-1", "smoke", b(true)).await;
+    let first = *rig.siren.borrow();
+    assert!(first.on);
+    rig.read("smoke-1", "smoke", b(true)).await;
+    rig.advance(Duration::from_secs(121)).await;
+    assert_eq!(
+        *rig.siren.borrow(),
+        first,
+        "the same alarm again, or escalated elsewhere, is no news to the siren"
+    );
+    rig.read("smoke-2", "smoke", b(true)).await;
+    let second = *rig.siren.borrow();
+    assert!(second.on && second.epoch > first.epoch, "{second:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn smoke_goes_out_at_once_to_fire_control_and_the_siren_sounds_until_acknowledged() {
     let mut rig = Rig::start("").await;
@@ -284,7 +313,7 @@ async fn smoke_goes_out_at_once_to_fire_control_and_the_siren_sounds_until_ackno
         rig.pushes("ops-hook").is_empty(),
         "the first matching route wins"
     );
-    assert!(*rig.siren.borrow(), "the siren sounds");
+    assert!(rig.siren.borrow().on, "the siren sounds");
 
     let id = rig.only_open().id;
     let acked = rig
@@ -294,7 +323,7 @@ async fn smoke_goes_out_at_once_to_fire_control_and_the_siren_sounds_until_ackno
         .unwrap();
     rig.settle().await;
     assert_eq!(acked.state, AlarmState::Acked);
-    assert!(!*rig.siren.borrow(), "acknowledged: the siren stops");
+    assert!(!rig.siren.borrow().on, "acknowledged: the siren stops");
     let ack = rig.pushes("fire-hook");
     assert_eq!(ack.len(), 1);
     let p = push(&ack[0].1);
@@ -488,7 +517,7 @@ async fn a_shelved_alarm_is_silent_until_its_shelf_expires() {
         .await
         .unwrap();
     rig.settle().await;
-    assert!(!*rig.siren.borrow(), "a shelved alarm does not sound");
+    assert!(!rig.siren.borrow().on, "a shelved alarm does not sound");
     rig.advance(Duration::from_secs(29 * 60)).await;
     assert!(
         rig.pushes("fire-hook").is_empty(),
@@ -504,7 +533,7 @@ async fn a_shelved_alarm_is_silent_until_its_shelf_expires() {
         vec!["repeated"],
         "back: told again"
     );
-    assert!(*rig.siren.borrow());
+    assert!(rig.siren.borrow().on);
     let events = rig.stored_events(id);
     assert!(events.ends_with(&["shelved".to_string(), "unshelved".to_string()]));
     let shelved = rig.store.events(id).unwrap();
@@ -661,7 +690,7 @@ async fn an_open_alarm_survives_a_restart_and_is_not_raised_again() {
     assert_eq!(rig.only_open().id, id, "the same alarm");
     assert!(rig.pushes("fire-hook").is_empty(), "not raised again");
     assert_eq!(rig.stored_events(id), vec!["raised"]);
-    assert!(*rig.siren.borrow(), "still waiting for someone");
+    assert!(rig.siren.borrow().on, "still waiting for someone");
     // Its escalation carries on from when it was raised.
     rig.advance(Duration::from_secs(121)).await;
     assert_eq!(rig.events("boss-hook"), vec!["escalated"]);
@@ -697,7 +726,7 @@ async fn a_shelf_silences_one_alarm_not_the_next_of_its_kind() {
         vec!["raised"],
         "a new fire is news"
     );
-    assert!(*rig.siren.borrow());
+    assert!(rig.siren.borrow().on);
 }
 
 #[tokio::test(start_paused = true)]

@@ -268,7 +268,11 @@ fn the_example_and_demo_configs_check() {
         &env,
     )
     .unwrap();
-    assert_eq!(loaded.config.devices.len(), 8);
+    assert_eq!(loaded.config.devices.len(), 10);
+    assert_eq!(
+        loaded.device_profiles["fire-panel-b3"].alarms[0].severity,
+        "critical"
+    );
     assert_eq!(
         loaded.config.device("cp-b3-01").unwrap().charge_point_id(),
         "CP-B3-01"
@@ -919,4 +923,274 @@ fn an_ocpp_charger_needs_nothing_but_its_profile() {
     for id in ["offline", "faulted", "hazard", "error", "charger_hazard"] {
         assert!(rules.iter().any(|r| &*r.id == id), "rule {id} in {rules:?}");
     }
+}
+
+#[test]
+fn gpio_mistakes_are_reported_with_their_lines_and_keys() {
+    let text = r#"
+[hub]
+id = "h"
+[[bus]]
+id = "pi-uart"
+kind = "rtu"
+serial = "/dev/ttyAMA0"
+de_pin = 17
+[[bus]]
+id = "dtu"
+kind = "rtu-over-tcp"
+address = "10.0.0.9:502"
+de_pin = 22
+[[device]]
+id = "fire-relay"
+profile = "gpio-dry-contact"
+category = "fire"
+pin = 17
+[[device]]
+id = "door-1"
+profile = "gpio-dry-contact"
+pin = 14
+bus = "pi-uart"
+debounce_ms = 70000
+[[device]]
+id = "door-2"
+profile = "gpio-dry-contact"
+category = "comm"
+[[device]]
+id = "em-1"
+profile = "chint-dtsu666"
+bus = "pi-uart"
+pin = 5
+category = "fire"
+[[channel]]
+id = "siren"
+kind = "gpio"
+pin = 40
+pulses = 3
+[[channel]]
+id = "hook"
+kind = "webhook"
+url = "http://127.0.0.1:9/x"
+secret = "s"
+max_on_s = 10
+[[bus]]
+id = "spare"
+kind = "rtu"
+serial = "/dev/ttyUSB0"
+de_active = "low"
+"#;
+    let errs = load_str("t.toml", text, Path::new("/"), &|_| None)
+        .unwrap_err()
+        .0;
+    let f = "t.toml";
+    expect(
+        &errs,
+        f,
+        8,
+        "bus[0].de_pin",
+        "pin 17 is already device `fire-relay`",
+    );
+    expect(
+        &errs,
+        f,
+        13,
+        "bus[1].de_pin",
+        "rtu buses only, not rtu-over-tcp",
+    );
+    expect(
+        &errs,
+        f,
+        21,
+        "device[1].profile",
+        "needs `category`: what it is (fire, security",
+    );
+    expect(
+        &errs,
+        f,
+        22,
+        "device[1].pin",
+        "pin 14 is already the UART of bus `pi-uart`",
+    );
+    expect(
+        &errs,
+        f,
+        23,
+        "device[1].bus",
+        "does not apply to GPIO device `door-1`",
+    );
+    expect(&errs, f, 24, "device[1].debounce_ms", "between 0 and 60000");
+    expect(
+        &errs,
+        f,
+        27,
+        "device[2].profile",
+        "needs `pin` (BCM numbering)",
+    );
+    expect(
+        &errs,
+        f,
+        28,
+        "device[2].category",
+        "unknown category `comm`",
+    );
+    expect(
+        &errs,
+        f,
+        33,
+        "device[3].pin",
+        "does not apply to Modbus device `em-1`",
+    );
+    expect(
+        &errs,
+        f,
+        34,
+        "device[3].category",
+        "takes its category from its profile",
+    );
+    expect(
+        &errs,
+        f,
+        38,
+        "channel[0].pin",
+        "pin 40 is not a Raspberry Pi BCM GPIO",
+    );
+    expect(&errs, f, 39, "channel[0].pulses", "needs mode = \"pulse\"");
+    expect(&errs, f, 45, "channel[1].max_on_s", "is for gpio channels");
+    expect(&errs, f, 50, "bus[2].de_active", "needs `de_pin`");
+}
+
+#[test]
+fn two_gpio_users_cannot_share_a_pin_and_a_disabled_device_gives_its_pin_up() {
+    let text = r#"
+[hub]
+id = "h"
+[[device]]
+id = "door-1"
+profile = "gpio-dry-contact"
+category = "security"
+pin = 5
+[[device]]
+id = "door-old"
+profile = "gpio-dry-contact"
+category = "security"
+pin = 6
+enabled = false
+[[channel]]
+id = "siren"
+kind = "gpio"
+pin = 5
+[[channel]]
+id = "strobe"
+kind = "gpio"
+pin = 6
+mode = "pulse"
+pulse_on_ms = 5
+"#;
+    let errs = load_str("t.toml", text, Path::new("/"), &|_| None)
+        .unwrap_err()
+        .0;
+    expect(
+        &errs,
+        "t.toml",
+        18,
+        "channel[0].pin",
+        "pin 5 is already device `door-1`",
+    );
+    expect(
+        &errs,
+        "t.toml",
+        24,
+        "channel[1].pulse_on_ms",
+        "between 10 and 60000",
+    );
+    assert_eq!(
+        errs.len(),
+        2,
+        "pin 6 is free: door-old is disabled; {errs:?}"
+    );
+}
+
+#[test]
+fn a_dry_contacts_category_becomes_its_alarms_and_fire_is_critical_and_latched() {
+    let text = r#"
+[hub]
+id = "h"
+[[device]]
+id = "fire-relay"
+profile = "gpio-dry-contact"
+category = "fire"
+pin = 17
+active = "high"
+[[device]]
+id = "door-1"
+profile = "gpio-dry-contact"
+category = "security"
+pin = 27
+pull = "none"
+debounce_ms = 0
+"#;
+    let loaded = load_str("t.toml", text, Path::new("/"), &|_| None).unwrap();
+    let fire = &loaded.device_profiles["fire-relay"];
+    assert_eq!(fire.category, "fire");
+    let a = &fire.alarms[0];
+    assert_eq!(
+        (a.category.as_str(), a.severity.as_str(), a.latched),
+        ("fire", "critical", true)
+    );
+    let door = &loaded.device_profiles["door-1"];
+    let a = &door.alarms[0];
+    assert_eq!(
+        (a.category.as_str(), a.severity.as_str(), a.latched),
+        ("security", "major", false)
+    );
+    // The bundled profile itself is untouched.
+    assert_eq!(
+        loaded.profiles.get("gpio-dry-contact").unwrap().category,
+        "security"
+    );
+    let contacts = parkhub::gpio::source::contacts(&loaded);
+    assert_eq!(contacts.len(), 2);
+    assert_eq!(
+        (
+            contacts[0].pin,
+            contacts[0].pull,
+            contacts[0].active,
+            contacts[0].debounce.as_millis()
+        ),
+        (17, parkhub::gpio::Pull::Up, parkhub::gpio::Active::High, 50)
+    );
+    assert_eq!(
+        (
+            contacts[1].pull,
+            contacts[1].active,
+            contacts[1].debounce.as_millis()
+        ),
+        (parkhub::gpio::Pull::None, parkhub::gpio::Active::Low, 0)
+    );
+}
+
+#[test]
+fn a_gpio_profile_has_one_bool_point_and_nothing_about_registers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("acme-contact.toml"),
+        "id = \"acme-contact\"\nvendor = \"Acme\"\nmodel = \"C\"\ncategory = \"security\"\nprotocol = \"gpio\"\n\
+         [[point]]\nname = \"closed\"\ntype = \"bool\"\nregister = 3\n",
+    )
+    .unwrap();
+    let mut reg = ProfileRegistry::bundled().unwrap();
+    let errs = reg.load_dir(dir.path());
+    expect(
+        &errs,
+        "acme-contact.toml",
+        6,
+        "point",
+        "exactly one point, `active`",
+    );
+    expect(
+        &errs,
+        "acme-contact.toml",
+        9,
+        "point[0].register",
+        "no meaning for a GPIO point",
+    );
 }

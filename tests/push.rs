@@ -514,6 +514,7 @@ impl Hub {
             &self.config,
             self.store.clone(),
             None,
+            &(Arc::new(parkhub::gpio::sim::SimPins::new()) as Arc<dyn parkhub::gpio::Pins>),
             &mut self.tasks,
             self.stop.clone(),
         )

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use parkhub::hub::Hub;
 use parkhub::modbus::bus::Line;
-use parkhub::modbus::{Endpoint, Poller};
+use parkhub::modbus::{Endpoint, ModbusBus, Poller};
 use parkhub::profile::ProfileRegistry;
 use parkhub::reading::Value;
 use serde_json::{json, Value as J};
@@ -405,6 +405,65 @@ async fn rtu_over_a_serial_line_reads_pymodbus_and_survives_a_dead_unit() {
     for t in tasks {
         t.await.unwrap();
     }
+}
+
+/// An RS-485 HAT whose transceiver needs a GPIO for driver enable, over the real tokio-serial
+/// path: every request is bracketed by the pin (on, then off), the silent unit's timeouts leave
+/// it released, and the readings are pymodbus's. (A pty drains at once, so this proves the
+/// path and the order, not the electrical timing: that needs a Pi and a scope.)
+#[tokio::test]
+async fn rtu_with_a_gpio_driver_enable_brackets_every_request_and_never_leaves_it_on() {
+    const DE: u8 = 18;
+    let (mut units, want) = meters();
+    units.push(json!({"unit": 8, "behaviour": "silent"}));
+    let pty = PtyPair::new();
+    let _peer = PyPeer::start(
+        &json!({"units": units}),
+        &[
+            "--serial",
+            pty.a.to_str().unwrap(),
+            "--baud",
+            "9600",
+            "--parity",
+            "N",
+            "--stopbits",
+            "1",
+        ],
+    );
+    let extra = "[[device]]\nid = \"dead\"\nprofile = \"eastron-sdm120\"\nbus = \"line\"\nunit = 8\npoll_interval_s = 1\n";
+    let bus = format!(
+        "[[bus]]\nid = \"line\"\nkind = \"rtu\"\nserial = \"{}\"\nstop_bits = 1\ndata_bits = 8\npause_ms = 5\nde_pin = {DE}\n",
+        pty.b.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = load(&config(&bus, extra), dir.path());
+    let hub = hub_for(&loaded);
+    let pins = parkhub::gpio::sim::SimPins::new();
+    let stop = CancellationToken::new();
+    let line = ModbusBus::from_config(&loaded, &loaded.config.buses[0], &pins).unwrap();
+    let task = tokio::spawn(line.run(hub.clone(), stop.clone()));
+    let h = hub.clone();
+    wait_until(Duration::from_secs(15), "every expected reading", || {
+        want.iter().all(|(d, p, _)| h.latest(d, p).is_some())
+            && h.device("dead").and_then(|d| d.online) == Some(false)
+    })
+    .await;
+    assert_readings(&hub, &want);
+    stop.cancel();
+    task.await.unwrap();
+
+    // Writing the level it already has changes nothing on the wire: compare the changes.
+    let mut levels: Vec<bool> = pins.writes(DE).into_iter().map(|(_, high)| high).collect();
+    levels.dedup();
+    assert_eq!(levels.first(), Some(&false), "released from the start");
+    assert_eq!(levels.last(), Some(&false), "released at the end");
+    let activations = levels.iter().filter(|on| **on).count();
+    let requests: u64 = hub.devices().iter().map(|d| d.stats.requests).sum();
+    assert!(
+        (requests..=requests + 1).contains(&(activations as u64)),
+        "{activations} activations for {requests} requests"
+    );
+    assert!(!pins.is_held(DE), "the pin is given back with the bus");
 }
 
 /// One point per type and byte order, in a profile of our own.

@@ -424,7 +424,8 @@ pub struct Engine {
     notifier: Notifier,
     uplink: Option<UplinkFeed>,
     live: Option<LiveSender>,
-    sirens: Vec<String>,
+    /// Each siren channel with the alarms sounding it.
+    sirens: Vec<(String, HashSet<i64>)>,
     slots: HashMap<AlarmKey, Slot>,
     by_id: HashMap<i64, AlarmKey>,
     /// Active alarms that may inhibit others.
@@ -448,6 +449,7 @@ impl Engine {
             .collect();
         sirens.sort();
         sirens.dedup();
+        let sirens = sirens.into_iter().map(|s| (s, HashSet::new())).collect();
         // Group ids of this run: negative (the outbox's own ids are positive) and below any
         // an earlier run can have used, so groups of two runs never merge.
         let start = -Utc::now().timestamp_millis().saturating_mul(1000);
@@ -1737,13 +1739,14 @@ impl Engine {
         }
     }
 
-    /// A siren sounds while an alarm routed to it is active and unacknowledged.
+    /// A siren sounds while an alarm routed to it is active and unacknowledged; an alarm that
+    /// starts sounding it anew re-arms a siren that silenced itself.
     fn update_sirens(&mut self) {
         if self.sirens.is_empty() {
             return;
         }
-        let mut on: HashSet<&str> = HashSet::new();
-        for key in self.by_id.values() {
+        let mut on: HashMap<&str, HashSet<i64>> = HashMap::new();
+        for (id, key) in &self.by_id {
             if self.shelves.contains_key(key) {
                 continue;
             }
@@ -1761,12 +1764,15 @@ impl Engine {
                 .flatten();
             for d in open.routing.departments.iter().chain(escalated) {
                 for c in self.cfg.departments.get(d).into_iter().flatten() {
-                    on.insert(c.as_str());
+                    on.entry(c.as_str()).or_default().insert(*id);
                 }
             }
         }
-        for s in &self.sirens {
-            self.notifier.siren(s, on.contains(s.as_str()));
+        for (s, sounding) in self.sirens.iter_mut() {
+            let now = on.remove(s.as_str()).unwrap_or_default();
+            let fresh = now.iter().any(|id| !sounding.contains(id));
+            self.notifier.siren(s, !now.is_empty(), fresh);
+            *sounding = now;
         }
     }
 }

@@ -135,6 +135,86 @@ pub fn summary(l: &Loaded) -> String {
             );
         }
     }
+    let contacts = crate::gpio::source::contacts(l);
+    let relays: Vec<_> = c
+        .channels
+        .iter()
+        .filter(|ch| ch.kind == crate::config::ChannelKind::Gpio)
+        .collect();
+    let enables: Vec<_> = c.buses.iter().filter(|b| b.de_pin.is_some()).collect();
+    if !contacts.is_empty() || !relays.is_empty() || !enables.is_empty() {
+        out += &format!(
+            "gpio (BCM numbering; off a Raspberry Pi the hub says so once and runs without): {}, {}, {}\n",
+            plural(contacts.len(), "dry contact"),
+            plural(relays.len(), "siren relay"),
+            plural(enables.len(), "RS-485 driver enable"),
+        );
+        for ct in &contacts {
+            let category = l
+                .device_profiles
+                .get(&*ct.device)
+                .map_or("?", |p| p.category.as_str());
+            out += &format!(
+                "  {} on pin {} ({category}): active {}, pull {}, debounce {} ms\n",
+                ct.device,
+                ct.pin,
+                if ct.active == crate::gpio::Active::High {
+                    "high"
+                } else {
+                    "low"
+                },
+                match ct.pull {
+                    crate::gpio::Pull::Up => "up",
+                    crate::gpio::Pull::Down => "down",
+                    crate::gpio::Pull::None => "none",
+                },
+                ct.debounce.as_millis()
+            );
+        }
+        for ch in relays {
+            let plan = crate::notify::relay::RelayConfig::from_channel(ch);
+            out += &format!(
+                "  siren {} on pin {}: {}, {}\n",
+                ch.id,
+                ch.pin.unwrap_or_default(),
+                match plan.pattern {
+                    crate::notify::relay::Pattern::Steady => "steady".to_string(),
+                    crate::notify::relay::Pattern::Pulse { on, off, pulses } => format!(
+                        "pulses of {} ms every {} ms{}",
+                        on.as_millis(),
+                        (on + off).as_millis(),
+                        if pulses == 0 {
+                            String::new()
+                        } else {
+                            format!(", {pulses} per alarm")
+                        }
+                    ),
+                },
+                match plan.max_on {
+                    Some(m) => format!("off by itself after {} s until a new alarm", m.as_secs()),
+                    None => "on until acknowledged".to_string(),
+                }
+            );
+        }
+        for b in enables {
+            let baud = l.bus_lines.get(&b.id).map_or(9600, |s| s.baud);
+            out += &format!(
+                "  bus {} drives its transceiver's DE on pin {} (active {}){}\n",
+                b.id,
+                b.de_pin.unwrap_or_default(),
+                if b.de_active == Some(crate::gpio::Active::Low) {
+                    "low"
+                } else {
+                    "high"
+                },
+                if baud > 9600 {
+                    format!("; at {baud} baud a fast meter's first byte can be lost: prefer a HAT with automatic direction (README, GPIO)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
     let rules: usize = l.alarm_rules.devices.values().map(Vec::len).sum::<usize>()
         + l.alarm_rules.buses.values().map(Vec::len).sum::<usize>();
     out += &format!(

@@ -128,7 +128,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let config_path = data_dir.join("parkhub.toml");
     std::fs::write(&config_path, &loaded.1)
         .with_context(|| format!("writing {}", config_path.display()))?;
-    let mut app = App::start(&loaded.0).await?;
+    // The demo's GPIO pins are simulated: the same config drives real ones on a Pi.
+    let pins = crate::gpio::sim::SimPins::new();
+    pins.drive(DOOR_PIN, false);
+    tokio::spawn(script_door(pins.clone(), shutdown.clone()));
+    let mut app = App::start_with(&loaded.0, Some(Arc::new(pins))).await?;
     // A sensor's first message would find nobody subscribed yet (the hub's session is new).
     if let Some(mut subscribed) = app.mqtt_subscribed.clone() {
         let ready = subscribed.wait_for(|n| *n > 0);
@@ -190,14 +194,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
          \x20 water meters        RTU over TCP    127.0.0.1:{rtu_port}  (units 1-3; unit 3 fails for half of every minute)\n\
          \x20 sensors             MQTT            127.0.0.1:{mqtt_port}  (smoke, fire panel, door, lift, leak, environment, e-bike station)\n\
          \x20 EV chargers         OCPP 1.6J       ws://{ocpp}/ocpp/CP-B3-01 …  (3 simulated charge points; e-bike station on Modbus unit 6)\n\
+         \x20 dry contact, siren  GPIO (simulated) pin 22, pin 17  (server-room door; the fire control room's siren)\n\
          \x20 alarm pushes        webhook         {hook}  (signed; printed below as they arrive)\n\
          \x20 cloud uplink        HTTP            {hook}/ingest  (batches every 10 s, printed below)\n\
          \x20 console             http://{api}/  (user {DEMO_USER}, password for this run: {password})\n\
          \x20 API                 http://{api}/api/v1  (token for this run: {token})\n\
          \x20 history             {}\n\
          \x20 config              {}\n\
-         \x20 what happens: a water meter drops out at 0:30, smoke at 1:00, a trapped lift at 1:40,\n\
-         \x20 a forced door at 2:30, a fast charger's gun overheats at 3:20, and so on every few minutes;\n\
+         \x20 what happens: a water meter drops out at 0:30, smoke at 1:00, the server-room door opens at\n\
+         \x20 1:30, a trapped lift at 1:40, a forced door at 2:30, a fast charger's gun overheats at 3:20,\n\
+         \x20 and so on every few minutes;\n\
          \x20 EV sessions start and stop by themselves.\n\
          \x20 try, from another terminal while it runs:\n\
          \x20   curl -H 'Authorization: Bearer {token}' http://{api}/api/v1/alarms\n\
@@ -305,6 +311,31 @@ async fn script_charger_fault(charger: SimControl, shutdown: CancellationToken) 
             _ = tokio::time::sleep(Duration::from_secs(40)) => {}
         }
         charger.clear(1).await;
+        at += Duration::from_secs(300);
+    }
+}
+
+/// The server room's door contact (GPIO 22 in config/demo.toml).
+const DOOR_PIN: u8 = 22;
+
+/// The server room's door opens for 20 s from 1:30 of every five minutes, with a rattle.
+async fn script_door(pins: crate::gpio::sim::SimPins, shutdown: CancellationToken) {
+    let mut at = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(at) => {}
+        }
+        for i in 0..6 {
+            pins.drive(DOOR_PIN, i % 2 == 0);
+            tokio::time::sleep(Duration::from_millis(4)).await;
+        }
+        pins.drive(DOOR_PIN, true);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(20)) => {}
+        }
+        pins.drive(DOOR_PIN, false);
         at += Duration::from_secs(300);
     }
 }
@@ -500,6 +531,7 @@ fn headline(d: &DeviceState) -> String {
         "floor",
         "open",
         "forced",
+        "active",
         "leak",
         "pm25",
         "noise_db",

@@ -25,6 +25,13 @@ pub fn run(args: &UserArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let path = data_dir.join(users::DB_FILE);
     let users = Users::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let done = command(args, &users, &path);
+    drop(users);
+    give_to_data_dir_owner(data_dir, &path);
+    done
+}
+
+fn command(args: &UserArgs, users: &Users, path: &Path) -> anyhow::Result<ExitCode> {
     match &args.command {
         UserCommand::Add { name, role } => {
             // Checked before asking for the password, so nobody types it twice for nothing.
@@ -41,7 +48,7 @@ pub fn run(args: &UserArgs) -> anyhow::Result<ExitCode> {
         }
         UserCommand::Passwd { name } => {
             let Some(user) = users.user(name)? else {
-                return not_found(name, &path);
+                return not_found(name, path);
             };
             let password = read_password()?;
             match users.set_password(&user.name, &password) {
@@ -49,14 +56,14 @@ pub fn run(args: &UserArgs) -> anyhow::Result<ExitCode> {
                     "changed the password of `{}`; their sessions have ended",
                     user.name
                 ),
-                Err(UserError::NotFound) => return not_found(name, &path),
+                Err(UserError::NotFound) => return not_found(name, path),
                 Err(e) => return Err(e.into()),
             }
         }
         UserCommand::Remove { name } => {
             let stored = users.user(name)?.map(|u| u.name);
             if !users.remove(name)? {
-                return not_found(name, &path);
+                return not_found(name, path);
             }
             println!("removed user `{}`", stored.as_deref().unwrap_or(name));
         }
@@ -76,6 +83,31 @@ pub fn run(args: &UserArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `sudo parkhub user add` before the service ever ran (an image build, a chroot) would leave
+/// the users' database root's, which the service's user then cannot open: the files take the
+/// data dir's owner. Only root can give files away; for anyone else this changes nothing.
+fn give_to_data_dir_owner(data_dir: &Path, db: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = std::fs::metadata(data_dir) else {
+        return;
+    };
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = db.as_os_str().to_owned();
+        file.push(suffix);
+        let file = Path::new(&file);
+        if let Ok(m) = std::fs::metadata(file) {
+            if (m.uid(), m.gid()) != (dir.uid(), dir.gid()) {
+                if let Err(e) = std::os::unix::fs::chown(file, Some(dir.uid()), Some(dir.gid())) {
+                    eprintln!(
+                        "note: {} is not owned by the data dir's owner ({e}); the service may not open it",
+                        file.display()
+                    );
+                }
+            }
+        }
+    }
 }
 
 fn not_found(name: &str, path: &Path) -> anyhow::Result<ExitCode> {

@@ -428,6 +428,13 @@ pub struct BusConfig {
     /// Ceiling of the back-off of reconnects and of polling offline devices.
     #[serde(default = "default_max_backoff_s")]
     pub max_backoff_s: u64,
+    /// rtu: the BCM GPIO pin driving the RS-485 transceiver's driver enable (DE, with RE tied to
+    /// it), for HATs without automatic direction control.
+    #[serde(default)]
+    pub de_pin: Option<u8>,
+    /// rtu: the level of `de_pin` that enables the driver (default high, as on a MAX485).
+    #[serde(default)]
+    pub de_active: Option<crate::gpio::Active>,
 }
 
 impl BusConfig {
@@ -517,6 +524,21 @@ pub struct DeviceConfig {
     /// MQTT devices: where they (or their last will) say `online` / `offline`.
     #[serde(default)]
     pub availability_topic: Option<String>,
+    /// Dry contacts: the BCM GPIO pin.
+    #[serde(default)]
+    pub pin: Option<u8>,
+    /// Dry contacts: the input's bias (default up: a contact to ground).
+    #[serde(default)]
+    pub pull: Option<crate::gpio::Pull>,
+    /// Dry contacts: the level that means active (default low, with the pull-up).
+    #[serde(default)]
+    pub active: Option<crate::gpio::Active>,
+    /// Dry contacts: how long a new level must hold before it counts.
+    #[serde(default)]
+    pub debounce_ms: Option<u64>,
+    /// Dry contacts: what the contact is (fire, security, ...), which its alarm's category follows.
+    #[serde(default)]
+    pub category: Option<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
     /// Per-device changes to profile points, or extra points: `[device.point.energy_import]`.
@@ -635,6 +657,22 @@ pub struct ChannelConfig {
     pub pin: Option<u8>,
     #[serde(default)]
     pub active_high: Option<bool>,
+    /// gpio: the relay stays on (steady) or goes on and off (pulse).
+    #[serde(default)]
+    pub mode: Option<RelayMode>,
+    /// gpio, pulse mode: on time of a pulse.
+    #[serde(default)]
+    pub pulse_on_ms: Option<u64>,
+    /// gpio, pulse mode: off time between pulses.
+    #[serde(default)]
+    pub pulse_off_ms: Option<u64>,
+    /// gpio, pulse mode: pulses per alarm; 0 repeats until acknowledged (or `max_on_s`).
+    #[serde(default)]
+    pub pulses: Option<u32>,
+    /// gpio: the relay switches itself off after this long, though the alarm still waits for
+    /// acknowledgement (a new alarm sounds it again); 0 = never.
+    #[serde(default)]
+    pub max_on_s: Option<u64>,
     #[serde(default)]
     pub rate_limit_per_min: Option<u32>,
     /// Mobiles to @-mention (DingTalk, WeCom).
@@ -642,6 +680,14 @@ pub struct ChannelConfig {
     pub mobiles: Vec<String>,
     #[serde(default)]
     pub language: Option<Language>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayMode {
+    #[default]
+    Steady,
+    Pulse,
 }
 
 /// A string or a list of strings (`category = "fire"` or `category = ["fire", "security"]`).

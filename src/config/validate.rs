@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+mod gpio;
+
 use super::{
     AlarmsConfig, ApiConfig, BusConfig, BusKind, ChannelConfig, ChannelKind, DepartmentConfig,
     DeviceConfig, Diagnostic, Document, HistoryConfig, HubConfig, InhibitConfig, KeyPath,
@@ -95,6 +97,7 @@ pub(crate) fn validate(
     check_devices(&mut c, parts, profiles, &mut resolved);
     check_bus_lines(&mut c, parts, &mut resolved);
     check_notify(&mut c, parts);
+    gpio::check(&mut c, parts);
     check_alarms(&mut c, parts, profiles, &mut resolved);
     if let Some(u) = &parts.uplink {
         let devices: Vec<&str> = parts.devices.iter().map(|(_, d)| d.id.as_str()).collect();
@@ -465,6 +468,15 @@ fn check_devices(
             );
             continue;
         };
+        if profile.protocol != Protocol::Gpio {
+            let kind = match profile.protocol {
+                Protocol::Modbus => "Modbus",
+                Protocol::Mqtt => "MQTT",
+                Protocol::Ocpp => "OCPP",
+                _ => "this",
+            };
+            gpio::refuse_on_other_devices(c, *i, d, kind);
+        }
         match profile.protocol {
             Protocol::Modbus => {
                 match d.bus.as_deref() {
@@ -549,6 +561,7 @@ fn check_devices(
                     .device_profiles
                     .insert(d.id.clone(), profile.clone());
             }
+            Protocol::Gpio => gpio::check_device(c, *i, d, profile, resolved),
             other => c.err(
                 at("profile"),
                 format!(

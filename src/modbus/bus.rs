@@ -34,6 +34,8 @@ pub struct Line {
     reconnect_at: Option<Instant>,
     backoff: ExponentialBackoff,
     last_link_error: Option<String>,
+    /// An RS-485 HAT's driver-enable pin, bracketing every request.
+    de: Option<super::de::DriverEnable>,
 }
 
 impl Line {
@@ -53,7 +55,14 @@ impl Line {
             last_io: None,
             reconnect_at: None,
             last_link_error: None,
+            de: None,
         }
+    }
+
+    /// Drives `de` around every request (serial lines only).
+    pub fn with_driver_enable(mut self, de: super::de::DriverEnable) -> Self {
+        self.de = Some(de);
+        self
     }
 
     fn backoff(max: Duration) -> ExponentialBackoff {
@@ -80,7 +89,7 @@ impl Line {
                         .unwrap_or_else(|| "link down".into()));
                 }
             }
-            match link::connect(&self.endpoint, self.connect_timeout).await {
+            match link::connect(&self.endpoint, self.connect_timeout, self.de.as_ref()).await {
                 // The back-off ends with the first answer, not here: a serial server that
                 // accepts and then drops every connection must not be hammered.
                 Ok(ctx) => self.ctx = Some(ctx),
@@ -462,17 +471,34 @@ pub struct ModbusBus {
 }
 
 impl ModbusBus {
-    /// Builds the bus `bus` of a checked config with its enabled devices.
-    pub fn from_config(loaded: &Loaded, bus: &BusConfig) -> anyhow::Result<Self> {
+    /// Builds the bus `bus` of a checked config with its enabled devices; `pins` gives its
+    /// driver-enable pin, if it has one.
+    pub fn from_config(
+        loaded: &Loaded,
+        bus: &BusConfig,
+        pins: &dyn crate::gpio::Pins,
+    ) -> anyhow::Result<Self> {
         let endpoint = endpoint_of(loaded, bus)?;
         let timeout = Duration::from_millis(bus.timeout_ms);
         let max_backoff = Duration::from_secs(bus.max_backoff_s);
-        let line = Line::new(
+        let mut line = Line::new(
             endpoint,
             timeout,
             Duration::from_millis(bus.pause_ms()),
             max_backoff,
         );
+        if let Some(pin) = bus.de_pin {
+            let active = bus.de_active.unwrap_or(crate::gpio::Active::High);
+            match pins.output(pin, active.level(false)) {
+                Ok(out) => {
+                    line = line.with_driver_enable(super::de::DriverEnable::new(out, active))
+                }
+                // No GPIO at all is said once by the app.
+                Err(crate::gpio::GpioError::Unavailable(_)) => {}
+                // The line is polled anyway: its meters' silence then says the rest.
+                Err(e) => warn!(bus = %bus.id, error = %e, "RS-485 driver enable cannot be driven"),
+            }
+        }
         let now = Instant::now();
         let mut devices = Vec::new();
         for d in loaded

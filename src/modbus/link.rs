@@ -13,6 +13,7 @@ use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::{ExceptionCode, Request, Response, Slave};
 use tokio_serial::SerialPortBuilderExt;
 
+use super::de::{DeStream, DriverEnable};
 use super::plan::ReadBlock;
 use crate::config::Parity;
 use crate::profile::{Function, SerialDefaults};
@@ -46,8 +47,20 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-/// Opens the line within `timeout`.
-pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> io::Result<Context> {
+/// Opens the line within `timeout`. A local serial port with a transceiver switched by a GPIO
+/// gets its driver-enable pin in `de`; any other endpoint refuses one, as a serial server's own
+/// port does its direction switching itself.
+pub async fn connect(
+    endpoint: &Endpoint,
+    timeout: Duration,
+    de: Option<&DriverEnable>,
+) -> io::Result<Context> {
+    if de.is_some() && !matches!(endpoint, Endpoint::Serial { .. }) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{endpoint}: a driver-enable pin needs a local serial port"),
+        ));
+    }
     let attempt = async {
         match endpoint {
             Endpoint::Tcp(addr) => {
@@ -77,7 +90,10 @@ pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> io::Result<Conte
                     })
                     .open_native_async()
                     .map_err(io::Error::other)?;
-                Ok(tokio_modbus::client::rtu::attach(port))
+                Ok(match de {
+                    Some(de) => tokio_modbus::client::rtu::attach(DeStream::new(port, de.clone())),
+                    None => tokio_modbus::client::rtu::attach(port),
+                })
             }
         }
     };

@@ -2,6 +2,7 @@
 //! simulator of meter lines for the demo, tests and benchmarks.
 
 pub mod bus;
+pub mod de;
 pub mod decode;
 pub mod link;
 pub mod plan;

@@ -6,6 +6,7 @@ pub mod gpio;
 pub mod lane;
 pub mod message;
 pub mod rate;
+pub mod relay;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,9 +20,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alarm::store::{AlarmStore, OutboxRow};
 use crate::config::{ChannelConfig, ChannelKind, Config, Language, Location};
+use crate::gpio::{Active, Pins};
 use crate::mqtt::publisher::Publisher;
 use lane::{Channel, LaneMsg, Transport};
 use rate::Bucket;
+use relay::RelayConfig;
+pub use relay::Siren;
 
 /// One push: the webhook body of DESIGN.md, plus a few keys it allows itself to add.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,14 +71,14 @@ fn default_rate(kind: ChannelKind) -> Option<(u32, u32)> {
 #[derive(Debug, Clone, Default)]
 pub struct Notifier {
     lanes: HashMap<(String, bool), mpsc::UnboundedSender<LaneMsg>>,
-    sirens: HashMap<String, Arc<watch::Sender<bool>>>,
+    sirens: HashMap<String, Arc<watch::Sender<Siren>>>,
 }
 
 impl Notifier {
     /// A notifier whose lanes are the given senders (the tests read what the engine sends).
     pub fn with_lanes(
         lanes: HashMap<(String, bool), mpsc::UnboundedSender<LaneMsg>>,
-        sirens: HashMap<String, Arc<watch::Sender<bool>>>,
+        sirens: HashMap<String, Arc<watch::Sender<Siren>>>,
     ) -> Self {
         Self { lanes, sirens }
     }
@@ -104,9 +108,16 @@ impl Notifier {
         }
     }
 
-    pub fn siren(&self, channel: &str, on: bool) {
+    /// Sounds or silences a siren; `fresh` when an alarm starts sounding it that did not before.
+    pub fn siren(&self, channel: &str, on: bool, fresh: bool) {
         if let Some(s) = self.sirens.get(channel) {
-            s.send_if_modified(|v| std::mem::replace(v, on) != on);
+            s.send_if_modified(|v| {
+                let next = Siren {
+                    on,
+                    epoch: v.epoch + u64::from(on && fresh),
+                };
+                std::mem::replace(v, next) != next
+            });
         }
     }
 }
@@ -119,6 +130,7 @@ pub fn start(
     cfg: &Config,
     store: Arc<AlarmStore>,
     mqtt: MqttTarget,
+    pins: &Arc<dyn Pins>,
     tasks: &mut JoinSet<()>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Notifier> {
@@ -134,15 +146,19 @@ pub fn start(
     let mut notifier = Notifier::default();
     for c in &cfg.channels {
         if c.kind == ChannelKind::Gpio {
-            let (tx, rx) = watch::channel(false);
+            let (tx, rx) = watch::channel(Siren::default());
             notifier.sirens.insert(c.id.clone(), Arc::new(tx));
-            tasks.spawn(gpio::run(
-                c.id.clone(),
-                c.pin.unwrap_or_default(),
-                c.active_high.unwrap_or(true),
-                rx,
-                shutdown.clone(),
-            ));
+            let relay = gpio::SirenRelay {
+                id: c.id.clone(),
+                pin: c.pin.unwrap_or_default(),
+                active: if c.active_high.unwrap_or(true) {
+                    Active::High
+                } else {
+                    Active::Low
+                },
+                plan: RelayConfig::from_channel(c),
+            };
+            tasks.spawn(relay.run(pins.clone(), rx, shutdown.clone()));
             continue;
         }
         let ch = Arc::new(Channel {

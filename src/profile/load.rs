@@ -249,12 +249,12 @@ pub fn parse_profile(doc: &Document<'_>) -> Result<Profile, Vec<Diagnostic>> {
     }
     if !matches!(
         file.protocol,
-        Protocol::Modbus | Protocol::Mqtt | Protocol::Ocpp
+        Protocol::Modbus | Protocol::Mqtt | Protocol::Ocpp | Protocol::Gpio
     ) {
         diags.push(doc.diag(
             &at("protocol"),
             format!(
-                "`{}` profiles are not supported by parkhub {} (modbus, mqtt and ocpp only)",
+                "`{}` profiles are not supported by parkhub {} (modbus, mqtt, ocpp and gpio only)",
                 file.protocol,
                 env!("CARGO_PKG_VERSION")
             ),
@@ -311,6 +311,18 @@ pub fn parse_profile(doc: &Document<'_>) -> Result<Profile, Vec<Diagnostic>> {
                     diags.push(doc.diag(&path.key(field), msg));
                 }
             }
+        }
+    }
+    if file.protocol == Protocol::Gpio {
+        let point = crate::gpio::source::POINT;
+        let ok = file.point.len() == 1
+            && file.point[0].name == point
+            && file.point[0].dtype == Some(DataType::Bool);
+        if !ok || !file.ports.is_empty() {
+            diags.push(doc.diag(
+                &at("point"),
+                format!("a gpio profile has exactly one point, `{point}` of type \"bool\": whether the contact is active"),
+            ));
         }
     }
     let mut ports = Vec::new();
@@ -850,8 +862,8 @@ fn build_point(
             }
         }
         PointSource::Sum(spec.sum_of.iter().map(|s| Arc::from(s.as_str())).collect())
-    } else if protocol == Protocol::Ocpp {
-        match build_reported(spec) {
+    } else if matches!(protocol, Protocol::Ocpp | Protocol::Gpio) {
+        match build_reported(spec, protocol) {
             Ok(r) => PointSource::Reported(r),
             Err(mut e) => {
                 errs.append(&mut e);
@@ -969,9 +981,14 @@ fn json_type(spec: &PointSpec, what: &str) -> Result<JsonType, FieldError> {
     })
 }
 
-/// An OCPP point: the protocol names its values, so the profile says only their type and, for
-/// an enumeration, the states (as the protocol spells them) that alarms may name.
-fn build_reported(spec: &PointSpec) -> Result<ReportedSpec, Vec<FieldError>> {
+/// An OCPP point (or a dry contact's): the protocol names its values, so the profile says only
+/// their type and, for an enumeration, the states (as the protocol spells them) alarms may name.
+fn build_reported(spec: &PointSpec, protocol: Protocol) -> Result<ReportedSpec, Vec<FieldError>> {
+    let what = if protocol == Protocol::Gpio {
+        "a GPIO point: the contact gives its value"
+    } else {
+        "an OCPP point: the protocol gives its value"
+    };
     let mut errs: Vec<FieldError> = Vec::new();
     for (field, given) in [
         ("register", spec.register.is_some()),
@@ -984,13 +1001,10 @@ fn build_reported(spec: &PointSpec) -> Result<ReportedSpec, Vec<FieldError>> {
         ("offset", spec.offset.is_some()),
     ] {
         if given {
-            errs.push((
-                field,
-                format!("`{field}` has no meaning for an OCPP point: the protocol gives its value"),
-            ));
+            errs.push((field, format!("`{field}` has no meaning for {what}")));
         }
     }
-    let json = json_type(spec, "an OCPP point").unwrap_or_else(|e| {
+    let json = json_type(spec, &what[..what.find(':').unwrap_or(what.len())]).unwrap_or_else(|e| {
         errs.push(e);
         JsonType::Number
     });

@@ -112,7 +112,12 @@ pub fn run_buses(
         .buses
         .iter()
         .map(|b| {
-            let bus = ModbusBus::from_config(loaded, b).expect("bus builds");
+            let bus = ModbusBus::from_config(
+                loaded,
+                b,
+                &parkhub::gpio::NoPins("no GPIO in tests".into()),
+            )
+            .expect("bus builds");
             tokio::spawn(bus.run(hub.clone(), stop.clone()))
         })
         .collect()
