@@ -320,6 +320,18 @@ impl App {
 
     /// Stops the sources (waiting up to `deadline` for in-flight polls), then lets the writer
     /// store what it holds and finish.
+    /// Waits until the hub's MQTT client has its subscriptions (at once without `[mqtt]`);
+    /// false if that took longer than `within`. With the embedded broker, a sensor that
+    /// publishes before then is acknowledged by the broker but heard by nobody.
+    pub async fn subscribed(&self, within: Duration) -> bool {
+        let Some(mut subscribed) = self.mqtt_subscribed.clone() else {
+            return true;
+        };
+        tokio::time::timeout(within, subscribed.wait_for(|n| *n > 0))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
     pub async fn stop(mut self, deadline: Duration) -> anyhow::Result<()> {
         self.stop_sources.cancel();
         let drained = tokio::time::timeout(deadline, async {

@@ -1,5 +1,6 @@
 //! Running under systemd (`Type=notify`): `READY=1` once config, stores and sources are up,
-//! `WATCHDOG=1` only while the hub's parts answer, `STOPPING=1` when it stops. Off systemd
+//! `WATCHDOG=1` only while the hub's parts answer, `RELOADING=1` for a reload, `STOPPING=1`
+//! when it stops. Off systemd
 //! (no `NOTIFY_SOCKET`) every call does nothing.
 //!
 //! The watchdog is not a timer that pings whatever happens: each ping follows a round trip
@@ -31,6 +32,20 @@ pub fn ready(status: &str) {
 /// Sets the status line `systemctl status` shows.
 pub fn status(status: &str) {
     notify(&[NotifyState::Status(status)]);
+}
+
+/// Tells systemd the hub is reloading its config; the next `READY=1` (from the same pid, the
+/// program executed again) ends the reload.
+pub fn reloading() {
+    let mut states = vec![
+        NotifyState::Reloading,
+        NotifyState::Status("reloading the config"),
+    ];
+    // Type=notify-reload needs the time of the reload; Type=notify takes it too.
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        states.push(now);
+    }
+    notify(&states);
 }
 
 /// Tells systemd the hub is stopping (the stop may take a few seconds: history is flushed).
@@ -105,7 +120,8 @@ impl Health {
 /// Pings systemd's watchdog every half `interval` while the hub's parts answer.
 pub async fn watchdog(health: Health, interval: Duration, shutdown: CancellationToken) {
     let every = interval / 2;
-    let mut tick = tokio::time::interval(every);
+    // The first ping one period in: after READY=1, which follows the start at once.
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut writer = WriterWatch::new(Instant::now());
     let mut failing = false;

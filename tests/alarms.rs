@@ -280,6 +280,42 @@ topic = "park/b3/3f/smoke-02"
     assert!(second.on && second.epoch > first.epoch, "{second:?}");
 }
 
+/// A flapping input must not re-arm a siren that silenced itself: the same alarm back before
+/// anyone acknowledged it is no news. Acknowledged and raised again, it is.
+#[tokio::test(start_paused = true)]
+async fn an_alarm_flapping_unacknowledged_keeps_its_epoch_and_one_raised_after_an_ack_moves_it() {
+    let rig = Rig::start(
+        r#"
+[[rule]]
+id = "hot"
+device = "env-1"
+point = "temperature"
+above = 40.0
+category = "fire"
+"#,
+    )
+    .await;
+    rig.read("env-1", "temperature", n(45.0)).await;
+    let first = *rig.siren.borrow();
+    assert!(first.on, "{first:?}");
+    rig.read("env-1", "temperature", n(20.0)).await;
+    assert!(!rig.siren.borrow().on, "back to normal: quiet");
+    rig.read("env-1", "temperature", n(46.0)).await;
+    assert_eq!(
+        *rig.siren.borrow(),
+        first,
+        "the same alarm, still unacknowledged"
+    );
+
+    let id = rig.only_open().id;
+    rig.engine.ack(id, "张三", None).await.unwrap();
+    rig.read("env-1", "temperature", n(20.0)).await;
+    rig.settle().await;
+    rig.read("env-1", "temperature", n(47.0)).await;
+    let again = *rig.siren.borrow();
+    assert!(again.on && again.epoch > first.epoch, "{again:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn smoke_goes_out_at_once_to_fire_control_and_the_siren_sounds_until_acknowledged() {
     let mut rig = Rig::start("").await;

@@ -977,6 +977,16 @@ id = "spare"
 kind = "rtu"
 serial = "/dev/ttyUSB0"
 de_active = "low"
+[[device]]
+id = "door-3"
+profile = "gpio-dry-contact"
+category = "security"
+pin = 2
+pull = "down"
+[[channel]]
+id = "strobe"
+kind = "gpio"
+pin = 1
 "#;
     let errs = load_str("t.toml", text, Path::new("/"), &|_| None)
         .unwrap_err()
@@ -1056,6 +1066,20 @@ de_active = "low"
     expect(&errs, f, 39, "channel[0].pulses", "needs mode = \"pulse\"");
     expect(&errs, f, 45, "channel[1].max_on_s", "is for gpio channels");
     expect(&errs, f, 50, "bus[2].de_active", "needs `de_pin`");
+    expect(
+        &errs,
+        f,
+        56,
+        "device[4].pull",
+        "pin 2 has a fixed 1.8 kΩ pull-up",
+    );
+    expect(
+        &errs,
+        f,
+        60,
+        "channel[2].pin",
+        "pin 1 is reserved for a HAT's ID EEPROM",
+    );
 }
 
 #[test]

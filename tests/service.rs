@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use tokio::net::UnixDatagram;
 
+mod common;
+
 async fn next(sock: &UnixDatagram, within: Duration) -> String {
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(within, sock.recv(&mut buf))
@@ -122,7 +124,7 @@ fn sighup(child: &tokio::process::Child) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_refuses_a_bad_config_and_keeps_running_and_restarts_for_a_good_one() {
+async fn sighup_refuses_a_bad_config_and_reloads_a_good_one_in_place_keeping_alarms_and_history() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&socket).unwrap();
@@ -152,27 +154,116 @@ async fn sighup_refuses_a_bad_config_and_keeps_running_and_restarts_for_a_good_o
     );
     assert!(child.try_wait().unwrap().is_none(), "still running");
 
-    // A good one: a clean stop, and the exit status that has systemd start it again.
+    // A good one, adding a smoke detector on the embedded broker: the hub stops cleanly and
+    // starts again in place, as the same process (RELOADING=1, then READY=1), with it.
+    let pid = child.id();
+    let mqtt_port = common::free_port();
+    let with_smoke = |extra: &str| {
+        good(&format!(
+            "[mqtt]\nbroker = \"embedded\"\nlisten = \"127.0.0.1:{mqtt_port}\"\n\
+             [[device]]\nid = \"smoke-1\"\nprofile = \"mqtt-smoke-detector\"\ntopic = \"park/smoke-1\"\n{extra}"
+        ))
+    };
+    std::fs::write(&config, with_smoke("")).unwrap();
+    sighup(&child);
+    let said = reload_said(&sock).await;
+    assert!(
+        said.last().unwrap().contains("STATUS=1 devices"),
+        "{said:?}"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    assert_eq!(child.id(), pid, "the same process");
+
+    // Smoke: a fire alarm, and the reading in history.
+    let mut smoke = common::MqttDevice::connect(mqtt_port, "smoke-1", None, None)
+        .await
+        .expect("the new config's broker takes the sensor");
+    smoke
+        .publish("park/smoke-1", r#"{"smoke":true,"battery":90}"#)
+        .await;
+    let alarms_db = dir.path().join("data").join(parkhub::alarm::store::DB_FILE);
+    let history = dir.path().join("data").join(parkhub::store::DB_FILE);
+    let smoke_history = || {
+        let h = parkhub::store::History::open(&history, chrono_tz::Asia::Shanghai).unwrap();
+        h.series("smoke-1", "battery")
+            .unwrap()
+            .map(|s| h.raw(&s, 0, i64::MAX / 2).unwrap())
+            .unwrap_or_default()
+    };
+    let open_alarms = || {
+        parkhub::alarm::store::AlarmStore::open(&alarms_db)
+            .unwrap()
+            .list(parkhub::alarm::store::Listing::Open, 10)
+            .unwrap()
+    };
+    common::wait_until(Duration::from_secs(10), "the smoke alarm", || {
+        !open_alarms().is_empty()
+    })
+    .await;
+    let raised = open_alarms();
+    smoke.vanish();
+    common::wait_until(Duration::from_secs(10), "the reading in history", || {
+        smoke_history().len() == 1
+    })
+    .await;
+
+    // Another device, another reload: the alarm, still waiting for someone, is as it was, and
+    // the broker of the new image takes the sensor again.
     std::fs::write(
         &config,
-        good("[[bus]]\nid = \"gw\"\nkind = \"tcp\"\naddress = \"127.0.0.1:1\"\n[[device]]\nid = \"em-1\"\nprofile = \"chint-dtsu666\"\nbus = \"gw\"\n"),
+        with_smoke("[[bus]]\nid = \"gw\"\nkind = \"tcp\"\naddress = \"127.0.0.1:1\"\n[[device]]\nid = \"em-1\"\nprofile = \"chint-dtsu666\"\nbus = \"gw\"\n"),
     )
     .unwrap();
     sighup(&child);
-    while !said.contains("STOPPING=1") {
-        said = next(&sock, Duration::from_secs(5)).await;
-    }
+    let said = reload_said(&sock).await;
+    assert!(
+        said.last().unwrap().contains("STATUS=2 devices"),
+        "{said:?}"
+    );
+    assert_eq!(child.id(), pid, "the same process");
+    let kept = open_alarms();
+    assert_eq!(kept.len(), 1, "{kept:#?}");
+    assert_eq!(
+        (kept[0].id, kept[0].state, kept[0].raised_at),
+        (raised[0].id, raised[0].state, raised[0].raised_at)
+    );
+    let mut again = common::MqttDevice::connect(mqtt_port, "smoke-1", None, None)
+        .await
+        .expect("the broker is back after the reload");
+    again
+        .publish("park/smoke-1", r#"{"smoke":false,"battery":90}"#)
+        .await;
+    common::wait_until(Duration::from_secs(10), "both readings in history", || {
+        smoke_history().len() == 2
+    })
+    .await;
+
+    // SIGTERM after all that: an ordinary stop.
+    let term = std::process::Command::new("kill")
+        .arg(child.id().unwrap().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .expect("the hub stops within 10 s")
         .unwrap();
-    assert_eq!(status.code(), Some(75));
+    assert_eq!(status.code(), Some(0));
+}
 
-    // What systemd does next: the same command, now with the device.
-    let _child = spawn();
-    let mut ready = String::new();
-    while !ready.contains("READY=1") {
-        ready = next(&sock, Duration::from_secs(20)).await;
+/// What the hub tells systemd across a reload, up to its next READY=1: it must say RELOADING=1
+/// first and never STOPPING=1 (which would have systemd count the service as going away).
+async fn reload_said(sock: &UnixDatagram) -> Vec<String> {
+    let mut said: Vec<String> = Vec::new();
+    while !said.last().is_some_and(|m| m.contains("READY=1")) {
+        said.push(next(sock, Duration::from_secs(20)).await);
     }
-    assert!(ready.contains("STATUS=1 devices"), "{ready:?}");
+    let reloading = said.iter().position(|m| m.contains("RELOADING=1"));
+    assert!(reloading.is_some(), "{said:?}");
+    assert!(said.iter().all(|m| !m.contains("STOPPING=1")), "{said:?}");
+    assert!(
+        said[reloading.unwrap_or_default()].contains("MONOTONIC_USEC="),
+        "{said:?}"
+    );
+    said
 }

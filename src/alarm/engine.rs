@@ -424,7 +424,7 @@ pub struct Engine {
     notifier: Notifier,
     uplink: Option<UplinkFeed>,
     live: Option<LiveSender>,
-    /// Each siren channel with the alarms sounding it.
+    /// Each siren channel with the alarms that have sounded it and wait for acknowledgement.
     sirens: Vec<(String, HashSet<i64>)>,
     slots: HashMap<AlarmKey, Slot>,
     by_id: HashMap<i64, AlarmKey>,
@@ -1739,21 +1739,25 @@ impl Engine {
         }
     }
 
-    /// A siren sounds while an alarm routed to it is active and unacknowledged; an alarm that
-    /// starts sounding it anew re-arms a siren that silenced itself.
+    /// A siren sounds while an alarm routed to it is active and unacknowledged; an alarm new to
+    /// it re-arms a siren that silenced itself.
     fn update_sirens(&mut self) {
         if self.sirens.is_empty() {
             return;
         }
         let mut on: HashMap<&str, HashSet<i64>> = HashMap::new();
+        let mut unacknowledged: HashSet<i64> = HashSet::new();
         for (id, key) in &self.by_id {
-            if self.shelves.contains_key(key) {
-                continue;
-            }
             let Some(open) = self.slots.get(key).and_then(|s| s.open.as_ref()) else {
                 continue;
             };
-            if open.row.state != AlarmState::Unacked || open.row.suppressed {
+            if matches!(open.row.state, AlarmState::Unacked | AlarmState::RtnUnacked) {
+                unacknowledged.insert(*id);
+            }
+            if self.shelves.contains_key(key)
+                || open.row.state != AlarmState::Unacked
+                || open.row.suppressed
+            {
                 continue;
             }
             let escalated = open
@@ -1768,11 +1772,14 @@ impl Engine {
                 }
             }
         }
-        for (s, sounding) in self.sirens.iter_mut() {
+        for (s, heard) in self.sirens.iter_mut() {
             let now = on.remove(s.as_str()).unwrap_or_default();
-            let fresh = now.iter().any(|id| !sounding.contains(id));
+            let fresh = now.iter().any(|id| !heard.contains(id));
             self.notifier.siren(s, !now.is_empty(), fresh);
-            *sounding = now;
+            // Heard until acknowledged: an alarm that went quiet and comes back unacknowledged
+            // (a flapping input) is not news to the siren; one acknowledged and raised again is.
+            heard.retain(|id| unacknowledged.contains(id));
+            heard.extend(now);
         }
     }
 }

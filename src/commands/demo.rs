@@ -133,15 +133,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     pins.drive(DOOR_PIN, false);
     tokio::spawn(script_door(pins.clone(), shutdown.clone()));
     let mut app = App::start_with(&loaded.0, Some(Arc::new(pins))).await?;
-    // A sensor's first message would find nobody subscribed yet (the hub's session is new).
-    if let Some(mut subscribed) = app.mqtt_subscribed.clone() {
-        let ready = subscribed.wait_for(|n| *n > 0);
-        if tokio::time::timeout(Duration::from_secs(10), ready)
-            .await
-            .is_err()
-        {
-            anyhow::bail!("the hub did not subscribe to the demo's embedded broker within 10 s");
-        }
+    if !app.subscribed(Duration::from_secs(10)).await {
+        anyhow::bail!("the hub did not subscribe to the demo's embedded broker within 10 s");
     }
     // The simulated sensors: one MQTT connection each, to the hub's embedded broker.
     for d in &loaded.0.config.devices {

@@ -23,12 +23,10 @@ pub fn run(args: &UserArgs) -> anyhow::Result<ExitCode> {
     let data_dir = &loaded.config.hub.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    become_data_dir_owner(data_dir)?;
     let path = data_dir.join(users::DB_FILE);
     let users = Users::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    let done = command(args, &users, &path);
-    drop(users);
-    give_to_data_dir_owner(data_dir, &path);
-    done
+    command(args, &users, &path)
 }
 
 fn command(args: &UserArgs, users: &Users, path: &Path) -> anyhow::Result<ExitCode> {
@@ -85,29 +83,42 @@ fn command(args: &UserArgs, users: &Users, path: &Path) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-/// `sudo parkhub user add` before the service ever ran (an image build, a chroot) would leave
-/// the users' database root's, which the service's user then cannot open: the files take the
-/// data dir's owner. Only root can give files away; for anyone else this changes nothing.
-fn give_to_data_dir_owner(data_dir: &Path, db: &Path) {
+/// `sudo parkhub user …`, as the README has installers type it, acts as the data dir's owner
+/// (the service's user): files it makes are the service's, and a link planted in the data dir
+/// by that user cannot make root write or give away a file elsewhere. Nothing changes for
+/// anyone but root, or when root owns the data dir.
+#[cfg(unix)]
+fn become_data_dir_owner(data_dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let Ok(dir) = std::fs::metadata(data_dir) else {
-        return;
-    };
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = db.as_os_str().to_owned();
-        file.push(suffix);
-        let file = Path::new(&file);
-        if let Ok(m) = std::fs::metadata(file) {
-            if (m.uid(), m.gid()) != (dir.uid(), dir.gid()) {
-                if let Err(e) = std::os::unix::fs::chown(file, Some(dir.uid()), Some(dir.gid())) {
-                    eprintln!(
-                        "note: {} is not owned by the data dir's owner ({e}); the service may not open it",
-                        file.display()
-                    );
-                }
-            }
-        }
+    let dir = std::fs::metadata(data_dir)
+        .with_context(|| format!("cannot read {}", data_dir.display()))?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || dir.uid() == 0 {
+        return Ok(());
     }
+    // By hand: std has no way to change a process's credentials. glibc applies each call to
+    // every thread of the process. Groups first: once the uid is given up, they cannot be.
+    // SAFETY: plain system calls on integers and an empty list.
+    let dropped = unsafe {
+        libc::setgroups(0, std::ptr::null()) == 0
+            && libc::setgid(dir.gid()) == 0
+            && libc::setuid(dir.uid()) == 0
+    };
+    if !dropped {
+        return Err(std::io::Error::last_os_error()).with_context(|| {
+            format!(
+                "cannot act as uid {} (the owner of {})",
+                dir.uid(),
+                data_dir.display()
+            )
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn become_data_dir_owner(_: &Path) -> anyhow::Result<()> {
+    Ok(())
 }
 
 fn not_found(name: &str, path: &Path) -> anyhow::Result<ExitCode> {

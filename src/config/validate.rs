@@ -938,11 +938,7 @@ fn check_notify(c: &mut Check<'_, '_>, parts: &Parts) {
             }
             ChannelKind::Gpio => match ch.pin {
                 None => c.err(at("kind"), "a gpio channel needs `pin` (BCM numbering)"),
-                Some(p) if p > 27 => c.err(
-                    at("pin"),
-                    format!("pin {p} is not a Raspberry Pi BCM GPIO (0..=27)"),
-                ),
-                Some(_) => {}
+                Some(p) => gpio::check_pin(c, at("pin"), p),
             },
         }
         if ch.rate_limit_per_min == Some(0) {

@@ -78,8 +78,9 @@ pub trait Pins: Send + Sync + fmt::Debug {
 pub trait InputLine: Send {
     /// The level now (`true` = high).
     fn level(&self) -> bool;
-    /// The levels after each edge, as they happen. Edges may be lost when the receiver lags;
-    /// readers resample [`level`](Self::level) to catch up.
+    /// One message per edge, as it happens, carrying the level after it. Edges may be lost when
+    /// the receiver lags, and the level may be stale by the time it is read: readers take an
+    /// edge as a wake-up, read [`level`](Self::level), and resample it now and then.
     fn edges(&mut self) -> Result<mpsc::Receiver<bool>, GpioError>;
 }
 

@@ -86,6 +86,9 @@ impl GpioSource {
             }
         }
         while tasks.join_next().await.is_some() {}
+        // A source that ends is a failure to the app; contacts that could not be opened are
+        // offline, said, and the hub runs on until it stops.
+        shutdown.cancelled().await;
     }
 }
 
@@ -126,8 +129,10 @@ async fn watch(
         let deadline = debouncer.deadline();
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            // An edge wakes the reader, which reads the level itself: the edge's own level may
+            // be stale when edges were dropped from a full channel.
             edge = edges.recv(), if edges_open => match edge {
-                Some(level) => debouncer.observe(level, Instant::now()),
+                Some(_) => debouncer.observe(line.level(), Instant::now()),
                 None => {
                     // The backend's interrupt thread is gone: the contact is unwatched, which
                     // for a fire input is news (the offline alarm), not something to hide.

@@ -58,7 +58,12 @@ impl RelayConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Idle,
+    /// Off; `last` is the epoch it last sounded for and since when (`None`: it had silenced
+    /// itself), so that the same alarms coming back (a flapping input) resume their time
+    /// rather than start it again.
+    Idle {
+        last: Option<(u64, Option<Instant>)>,
+    },
     Sounding {
         since: Instant,
         epoch: u64,
@@ -79,27 +84,40 @@ impl RelayPlan {
     pub fn new(cfg: RelayConfig) -> Self {
         Self {
             cfg,
-            state: State::Idle,
+            state: State::Idle { last: None },
         }
     }
 
-    /// The engine's wish changed.
+    /// The engine's wish changed. A new alarm (a newer epoch) starts the relay's time and
+    /// pulses again, also while it sounds.
     pub fn command(&mut self, siren: Siren, now: Instant) {
+        let fresh = State::Sounding {
+            since: now,
+            epoch: siren.epoch,
+        };
         self.state = match (self.state, siren.on) {
-            (_, false) => State::Idle,
-            (State::Idle, true) => State::Sounding {
-                since: now,
-                epoch: siren.epoch,
+            (State::Sounding { since, epoch }, false) => State::Idle {
+                last: Some((epoch, Some(since))),
             },
-            (State::Sounding { since, .. }, true) => State::Sounding {
-                since,
-                epoch: siren.epoch,
+            (State::Silenced { epoch }, false) => State::Idle {
+                last: Some((epoch, None)),
             },
-            (State::Silenced { epoch }, true) if siren.epoch != epoch => State::Sounding {
-                since: now,
-                epoch: siren.epoch,
+            (idle @ State::Idle { .. }, false) => idle,
+            (
+                State::Idle {
+                    last: Some((epoch, since)),
+                },
+                true,
+            ) if epoch == siren.epoch => match since {
+                Some(since) => State::Sounding { since, epoch },
+                None => State::Silenced { epoch },
             },
-            (s @ State::Silenced { .. }, true) => s,
+            (State::Sounding { epoch, .. } | State::Silenced { epoch }, true)
+                if epoch == siren.epoch =>
+            {
+                self.state
+            }
+            (_, true) => fresh,
         };
     }
 
@@ -186,23 +204,28 @@ mod tests {
     }
 
     #[test]
-    fn an_alarm_joining_a_sounding_relay_does_not_extend_its_time() {
+    fn a_new_alarm_joining_a_sounding_relay_starts_its_time_again() {
         let t0 = Instant::now();
         let mut r = steady(Some(300 * S));
         r.command(on(1), t0);
-        r.command(on(2), t0 + 100 * S);
-        assert_eq!(r.step(t0 + 299 * S), (true, Some(t0 + 300 * S)));
-        assert_eq!(r.step(t0 + 300 * S), (false, None));
+        r.command(on(2), t0 + 299 * S);
+        assert_eq!(r.step(t0 + 300 * S), (true, Some(t0 + 599 * S)));
+        assert_eq!(r.step(t0 + 599 * S), (false, None));
     }
 
     #[test]
-    fn after_an_acknowledgement_the_next_alarm_sounds_the_relay_from_the_start() {
+    fn a_flapping_alarm_resumes_its_time_rather_than_starting_it_again() {
         let t0 = Instant::now();
         let mut r = steady(Some(300 * S));
         r.command(on(1), t0);
-        r.command(OFF, t0 + 10 * S);
-        r.command(on(1), t0 + 20 * S);
-        assert_eq!(r.step(t0 + 20 * S), (true, Some(t0 + 320 * S)));
+        r.command(OFF, t0 + 200 * S);
+        r.command(on(1), t0 + 250 * S);
+        assert_eq!(r.step(t0 + 250 * S), (true, Some(t0 + 300 * S)));
+        assert_eq!(r.step(t0 + 300 * S), (false, None));
+        // Silenced, it stays silent through the next flap.
+        r.command(OFF, t0 + 400 * S);
+        r.command(on(1), t0 + 450 * S);
+        assert_eq!(r.step(t0 + 450 * S), (false, None));
     }
 
     #[test]

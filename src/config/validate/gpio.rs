@@ -16,11 +16,17 @@ fn contact_categories() -> impl Iterator<Item = &'static str> {
     CATEGORIES.iter().copied().filter(|c| *c != "comm")
 }
 
-fn check_pin(c: &mut Check<'_, '_>, path: KeyPath, pin: u8) {
+pub(super) fn check_pin(c: &mut Check<'_, '_>, path: KeyPath, pin: u8) {
     if pin > MAX_PIN {
         c.err(
             path,
             format!("pin {pin} is not a Raspberry Pi BCM GPIO (0..={MAX_PIN})"),
+        );
+    } else if pin < 2 {
+        // ID_SD and ID_SC: the firmware reads a HAT's EEPROM on them at boot.
+        c.err(
+            path,
+            format!("pin {pin} is reserved for a HAT's ID EEPROM: use 2..={MAX_PIN}"),
         );
     }
 }
@@ -60,6 +66,12 @@ pub(super) fn check_device(
             format!("dry contact `{}` needs `pin` (BCM numbering)", d.id),
         ),
         Some(p) => check_pin(c, at("pin"), p),
+    }
+    if let (Some(p @ (2 | 3)), Some(crate::gpio::Pull::Down)) = (d.pin, d.pull) {
+        c.err(
+            at("pull"),
+            format!("pin {p} has a fixed 1.8 kΩ pull-up on the board: a pull-down cannot hold it low (use pull = \"up\" or another pin)"),
+        );
     }
     if let Some(ms) = d.debounce_ms {
         check_range(c, at("debounce_ms"), super::clamp_i64(ms), 0, 60_000);
@@ -225,7 +237,7 @@ pub(super) fn check(c: &mut Check<'_, '_>, parts: &Parts) {
                     b.kind
                 ),
             ),
-            Some(pin) if pin > MAX_PIN => check_pin(c, at("de_pin"), pin),
+            Some(pin) if !(2..=MAX_PIN).contains(&pin) => check_pin(c, at("de_pin"), pin),
             Some(pin) => claim(
                 c,
                 at("de_pin"),
