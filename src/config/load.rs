@@ -31,6 +31,22 @@ pub struct Loaded {
     pub alarm_rules: AlarmRules,
 }
 
+impl Loaded {
+    /// The enabled devices whose profile speaks `protocol`.
+    pub fn enabled_devices(
+        &self,
+        protocol: crate::profile::Protocol,
+    ) -> impl Iterator<Item = &super::DeviceConfig> {
+        self.config.devices.iter().filter(move |d| {
+            d.enabled
+                && self
+                    .device_profiles
+                    .get(&d.id)
+                    .is_some_and(|p| p.protocol == protocol)
+        })
+    }
+}
+
 const SECTIONS: &[&str] = &[
     "hub",
     "api",

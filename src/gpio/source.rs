@@ -37,16 +37,7 @@ pub struct ContactConfig {
 /// Every enabled dry contact of the config.
 pub fn contacts(loaded: &Loaded) -> Vec<ContactConfig> {
     loaded
-        .config
-        .devices
-        .iter()
-        .filter(|d| d.enabled)
-        .filter(|d| {
-            loaded
-                .device_profiles
-                .get(&d.id)
-                .is_some_and(|p| p.protocol == crate::profile::Protocol::Gpio)
-        })
+        .enabled_devices(crate::profile::Protocol::Gpio)
         .filter_map(|d| {
             Some(ContactConfig {
                 device: Arc::from(d.id.as_str()),

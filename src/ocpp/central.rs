@@ -110,16 +110,8 @@ impl CentralConfig {
     /// The central system a config asks for; `None` without OCPP devices.
     pub fn from_loaded(loaded: &Loaded) -> Option<CentralConfig> {
         let cfg = &loaded.config;
-        let chargers: Vec<ChargerConfig> = cfg
-            .devices
-            .iter()
-            .filter(|d| d.enabled)
-            .filter(|d| {
-                loaded
-                    .device_profiles
-                    .get(&d.id)
-                    .is_some_and(|p| p.protocol == Protocol::Ocpp)
-            })
+        let chargers: Vec<ChargerConfig> = loaded
+            .enabled_devices(Protocol::Ocpp)
             .map(|d| ChargerConfig {
                 device: Arc::from(d.id.as_str()),
                 charge_point_id: d.charge_point_id().to_string(),
