@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::alarm::engine::{AlarmFeed, Engine, EngineConfig, EngineHandle};
 use crate::alarm::store::{self as alarm_store, AlarmStore};
-use crate::config::{BusKind, Loaded};
+use crate::config::Loaded;
 use crate::hub::{DeviceInfo, Hub};
 use crate::modbus::ModbusBus;
 use crate::mqtt::MqttSource;
@@ -233,9 +233,6 @@ impl App {
         let stop_sources = CancellationToken::new();
         let mut sources = JoinSet::new();
         for bus in &cfg.buses {
-            if bus.kind == BusKind::Dlt645 {
-                continue;
-            }
             let b = ModbusBus::from_config(loaded, bus, pins.as_ref())?;
             if b.device_count() == 0 {
                 warn!(bus = %bus.id, "bus has no enabled devices; not polled");

@@ -147,6 +147,10 @@ pub struct ProbeArgs {
     /// Modbus unit id, 1..247 (default: the profile's factory unit).
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=247))]
     pub unit: Option<u8>,
+    /// DL/T 645 (12 digits) or CJ/T 188 (14 digits) meter address (`parkhub scan --protocol …`
+    /// finds it).
+    #[arg(long, value_name = "DIGITS")]
+    pub address: Option<String>,
     /// Answer timeout per request.
     #[arg(long, default_value_t = 1000)]
     pub timeout_ms: u64,
@@ -160,6 +164,11 @@ pub struct ProbeArgs {
 
 #[derive(Debug, Args)]
 pub struct ScanArgs {
+    /// What the meters on the line speak. Modbus units are tried one by one; DL/T 645 and
+    /// CJ/T 188 meters are asked for their address with one broadcast, which only one meter per
+    /// line can answer cleanly (scan one at a time).
+    #[arg(long, value_enum, default_value_t = ScanProtocol::Modbus)]
+    pub protocol: ScanProtocol,
     #[command(flatten)]
     pub line: LineArgs,
     #[command(flatten)]
@@ -173,6 +182,13 @@ pub struct ScanArgs {
     /// Register to read from each unit (any answer, even an exception, means "there").
     #[arg(long, default_value_t = 0)]
     pub register: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScanProtocol {
+    Modbus,
+    Dlt645,
+    Cjt188,
 }
 
 #[derive(Debug, Args)]

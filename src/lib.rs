@@ -6,9 +6,11 @@
 pub mod alarm;
 pub mod api;
 pub mod app;
+pub mod cjt188;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod dlt645;
 pub mod gpio;
 pub mod hub;
 pub mod live;

@@ -158,6 +158,7 @@ fn check_passes_the_demo_config_as_shipped() {
         .env("PARKHUB_DEMO_DATA", dir.path())
         .env("PARKHUB_DEMO_TCP_PORT", "1502")
         .env("PARKHUB_DEMO_RTU_PORT", "1503")
+        .env("PARKHUB_DEMO_DLT645_PORT", "1504")
         .env("PARKHUB_DEMO_MQTT_PORT", "1883")
         .env("PARKHUB_DEMO_WEBHOOK_URL", "http://127.0.0.1:9000/alarm")
         .env("PARKHUB_DEMO_UPLINK_URL", "http://127.0.0.1:9000/ingest")

@@ -312,6 +312,7 @@ fn the_example_and_demo_configs_check() {
         .replace("${PARKHUB_DEMO_DATA}", "/tmp/x")
         .replace("${PARKHUB_DEMO_TCP_PORT}", "1502")
         .replace("${PARKHUB_DEMO_RTU_PORT}", "1503")
+        .replace("${PARKHUB_DEMO_DLT645_PORT}", "1504")
         .replace("${PARKHUB_DEMO_MQTT_PORT}", "1883")
         .replace("${PARKHUB_DEMO_WEBHOOK_URL}", "http://127.0.0.1:9000/alarm")
         .replace("${PARKHUB_DEMO_UPLINK_URL}", "http://127.0.0.1:9000/ingest")
@@ -1004,7 +1005,7 @@ pin = 1
         f,
         13,
         "bus[1].de_pin",
-        "rtu buses only, not rtu-over-tcp",
+        "serial port of this box only, not one behind a serial server",
     );
     expect(
         &errs,

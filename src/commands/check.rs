@@ -46,8 +46,13 @@ pub fn summary(l: &Loaded) -> String {
             .iter()
             .filter_map(|d| l.device_profiles.get(&d.id))
             .map(|p| {
-                Poller::new("".into(), 1, p.clone(), std::time::Duration::from_secs(1))
-                    .requests_per_poll()
+                if bus.is_meter_protocol() {
+                    // One request per quantity.
+                    p.visible_points().count()
+                } else {
+                    Poller::new("".into(), 1, p.clone(), std::time::Duration::from_secs(1))
+                        .requests_per_poll()
+                }
             })
             .sum();
         out += &format!(
@@ -65,12 +70,18 @@ pub fn summary(l: &Loaded) -> String {
                 .device_profiles
                 .get(&d.id)
                 .map_or(0, |p| p.visible_points().count());
+            let at = match (&d.address, bus.is_meter_protocol()) {
+                (Some(a), true) => format!("address {a}"),
+                _ => format!(
+                    "unit {}",
+                    d.unit
+                        .map_or_else(|| "default".to_string(), |u| u.to_string())
+                ),
+            };
             out += &format!(
-                "  {} [{}] unit {} every {} s: {} points\n",
+                "  {} [{}] {at} every {} s: {} points\n",
                 d.id,
                 d.profile,
-                d.unit
-                    .map_or_else(|| "default".to_string(), |u| u.to_string()),
                 d.poll_interval_s(),
                 points
             );

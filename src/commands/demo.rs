@@ -92,6 +92,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .serve_rtu_over_tcp(rtu_listener, shutdown.clone()),
     );
     tokio::spawn(script_faults(rtu_sim.clone(), shutdown.clone()));
+    // A DL/T 645 meter behind its own serial server, as most Chinese meters speak.
+    let dlt_sim = crate::dlt645::sim::Simulator::new();
+    let dlt_address = DLT645_METER
+        .parse()
+        .map_err(|e| anyhow::anyhow!("the demo's DL/T 645 address: {e}"))?;
+    dlt_sim.add(dlt_address);
+    let dlt_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let dlt_port = dlt_listener.local_addr()?.port();
+    tokio::spawn(dlt_sim.clone().serve_tcp(dlt_listener, shutdown.clone()));
 
     let mqtt_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -105,6 +114,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let ports = DemoPorts {
         tcp: tcp_port,
         rtu: rtu_port,
+        dlt645: dlt_port,
         mqtt: mqtt_port,
         webhook_url: format!("http://{hook}/alarm"),
         webhook_secret: secret,
@@ -185,6 +195,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "parkhub demo — 示范小微园 (a simulated park)\n\
          \x20 electricity meters  Modbus TCP      127.0.0.1:{tcp_port}  (units 1-5)\n\
          \x20 water meters        RTU over TCP    127.0.0.1:{rtu_port}  (units 1-3; unit 3 fails for half of every minute)\n\
+         \x20 DL/T 645 meter      DL/T 645-2007   127.0.0.1:{dlt_port}  (address {DLT645_METER}, behind a serial server)\n\
          \x20 sensors             MQTT            127.0.0.1:{mqtt_port}  (smoke, fire panel, door, lift, leak, environment, e-bike station)\n\
          \x20 EV chargers         OCPP 1.6J       ws://{ocpp}/ocpp/CP-B3-01 …  (3 simulated charge points; e-bike station on Modbus unit 6)\n\
          \x20 dry contact, siren  GPIO (simulated) pin 22, pin 17  (server-room door; the fire control room's siren)\n\
@@ -252,6 +263,7 @@ struct DemoPorts {
     charger_password_sha256: String,
     tcp: u16,
     rtu: u16,
+    dlt645: u16,
     mqtt: u16,
     webhook_url: String,
     webhook_secret: String,
@@ -268,6 +280,7 @@ fn demo_config(data_dir: &std::path::Path, p: &DemoPorts) -> anyhow::Result<(Loa
         )
         .replace("${PARKHUB_DEMO_TCP_PORT}", &p.tcp.to_string())
         .replace("${PARKHUB_DEMO_RTU_PORT}", &p.rtu.to_string())
+        .replace("${PARKHUB_DEMO_DLT645_PORT}", &p.dlt645.to_string())
         .replace("${PARKHUB_DEMO_MQTT_PORT}", &p.mqtt.to_string())
         .replace("${PARKHUB_DEMO_WEBHOOK_URL}", &p.webhook_url)
         .replace(
@@ -307,6 +320,9 @@ async fn script_charger_fault(charger: SimControl, shutdown: CancellationToken) 
         at += Duration::from_secs(300);
     }
 }
+
+/// The DL/T 645 meter's address (config/demo.toml).
+const DLT645_METER: &str = "000000001234";
 
 /// The server room's door contact (GPIO 22 in config/demo.toml).
 const DOOR_PIN: u8 = 22;

@@ -11,11 +11,14 @@ use serde::Serialize;
 
 use tokio_modbus::ExceptionCode;
 
-use crate::cli::{parse_units, LineArgs, ProbeArgs, ScanArgs, SerialArgs};
+use crate::cli::{parse_units, LineArgs, ProbeArgs, ScanArgs, ScanProtocol, SerialArgs};
+use crate::dlt645::poller::Dlt645Poller;
+use crate::modbus::bus::DevicePoller;
 use crate::modbus::bus::Line;
 use crate::modbus::link::{self, Endpoint, ReadError};
 use crate::modbus::plan::ReadBlock;
 use crate::modbus::Poller;
+use crate::profile::Protocol;
 use crate::profile::{Function, ProfileRegistry, SerialDefaults};
 use crate::reading::Value;
 use crate::text::pad;
@@ -89,13 +92,62 @@ pub async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let endpoint = endpoint(&args.line, &args.serial, profile.serial)?;
     let shown = endpoint.to_string();
     let mut line = new_line(endpoint, timeout);
-    let mut poller = Poller::new(Arc::from("probe"), unit, profile.clone(), timeout);
+    let (mut poller, who) = match profile.protocol {
+        Protocol::Dlt645 => {
+            let Some(address) = args.address.as_deref() else {
+                eprintln!("a DL/T 645 meter is asked by its 12-digit --address (`parkhub scan --protocol dlt645` finds it)");
+                return Ok(ExitCode::from(super::EXIT_CONFIG));
+            };
+            let address: crate::dlt645::frame::Address = match address.parse() {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("--address: {e}");
+                    return Ok(ExitCode::from(super::EXIT_CONFIG));
+                }
+            };
+            let p = Dlt645Poller::new(Arc::from("probe"), address, &profile, timeout);
+            (DevicePoller::Dlt645(p), format!("meter {address}"))
+        }
+        Protocol::Cjt188 => {
+            let Some(address) = args.address.as_deref() else {
+                eprintln!("a CJ/T 188 meter is asked by its 14-digit --address (`parkhub scan --protocol cjt188` finds it)");
+                return Ok(ExitCode::from(super::EXIT_CONFIG));
+            };
+            let address: crate::cjt188::frame::Address = match address.parse() {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("--address: {e}");
+                    return Ok(ExitCode::from(super::EXIT_CONFIG));
+                }
+            };
+            let p = crate::cjt188::poller::Cjt188Poller::new(
+                Arc::from("probe"),
+                address,
+                &profile,
+                timeout,
+            );
+            (DevicePoller::Cjt188(p), format!("meter {address}"))
+        }
+        Protocol::Modbus => (
+            DevicePoller::Modbus(Poller::new(
+                Arc::from("probe"),
+                unit,
+                profile.clone(),
+                timeout,
+            )),
+            format!("unit {unit}"),
+        ),
+        other => {
+            eprintln!(
+                "profile {} is a {other} device: `probe` reads Modbus, DL/T 645 and CJ/T 188 meters",
+                profile.id
+            );
+            return Ok(ExitCode::from(super::EXIT_CONFIG));
+        }
+    };
     let res = poller.poll(&mut line).await;
     if !res.answered {
-        eprintln!(
-            "no answer from unit {unit} on {shown}: {}",
-            res.errors.join("; ")
-        );
+        eprintln!("no answer from {who} on {shown}: {}", res.errors.join("; "));
         eprintln!(
             "check wiring (A/B), unit id, baud/parity, and that nothing else polls this line"
         );
@@ -112,7 +164,7 @@ pub async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}", serde_json::to_string(&line)?)?;
         }
     } else {
-        writeln!(out, "{} unit {unit} on {shown}:", profile.id)?;
+        writeln!(out, "{} {who} on {shown}:", profile.id)?;
         for r in &res.readings {
             let label = profile
                 .point(&r.point)
@@ -139,6 +191,9 @@ pub async fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
+    if args.protocol != ScanProtocol::Modbus {
+        return scan_addresses(args).await;
+    }
     let units = match parse_units(&args.units) {
         Ok(u) => u,
         Err(e) => {
@@ -204,6 +259,109 @@ pub async fn scan(args: ScanArgs) -> anyhow::Result<ExitCode> {
             String::new()
         } else {
             format!(": {}", list.join(", "))
+        }
+    );
+    Ok(if found.is_empty() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The broadcast read-address request; every meter that hears it answers with its address. Two
+/// or more on one line answer at once and garble each other (CJ/T 188 meters may not answer at
+/// all then): the clean answers are printed, and the installer scans meters one at a time when
+/// the count looks short.
+async fn scan_addresses(args: ScanArgs) -> anyhow::Result<ExitCode> {
+    use crate::modbus::raw::{RawError, Take};
+    let timeout = Duration::from_millis(args.timeout_ms.max(1000));
+    let line = SerialDefaults {
+        baud: 2400,
+        parity: crate::config::Parity::Even,
+        ..SerialDefaults::default()
+    };
+    let endpoint = endpoint(&args.line, &args.serial, line)?;
+    let shown = endpoint.to_string();
+    let mut line = new_line(endpoint, timeout);
+    let (name, request) = match args.protocol {
+        ScanProtocol::Cjt188 => ("CJ/T 188", crate::cjt188::frame::read_address_request()),
+        _ => ("DL/T 645", crate::dlt645::frame::read_address_request()),
+    };
+    eprintln!(
+        "asking every {name} meter on {shown} for its address (broadcast), {} ms…",
+        timeout.as_millis()
+    );
+    let raw = match line.ensure_raw().await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if let Err(e) = raw.send(&request).await {
+        eprintln!("{e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut found: Vec<String> = Vec::new();
+    let mut garbled = 0u64;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let got = raw
+            .receive(deadline, |buf| match args.protocol {
+                ScanProtocol::Cjt188 => {
+                    use crate::cjt188::frame::{scan, Control, Scan};
+                    match scan(buf) {
+                        Scan::NeedMore => Take::NeedMore,
+                        Scan::Skip { len, .. } => {
+                            garbled += 1;
+                            Take::Skip(len)
+                        }
+                        Scan::Frame { frame, consumed }
+                            if frame.control() == Control::READ_ADDRESS_REPLY =>
+                        {
+                            Take::Done(frame.address().to_string(), consumed)
+                        }
+                        Scan::Frame { consumed, .. } => Take::Skip(consumed),
+                    }
+                }
+                _ => {
+                    use crate::dlt645::frame::{scan, Reply, Scan};
+                    match scan(buf) {
+                        Scan::NeedMore => Take::NeedMore,
+                        Scan::Skip { len, .. } => {
+                            garbled += 1;
+                            Take::Skip(len)
+                        }
+                        Scan::Frame { frame, consumed } => match frame.reply() {
+                            Ok(Reply::Address(a)) => Take::Done(a.to_string(), consumed),
+                            _ => Take::Skip(consumed),
+                        },
+                    }
+                }
+            })
+            .await;
+        match got {
+            Ok(a) => {
+                if !found.contains(&a) {
+                    writeln!(out, "{a}")?;
+                    found.push(a);
+                }
+            }
+            Err(RawError::NoAnswer(_)) => break,
+            Err(RawError::Link(e)) => {
+                eprintln!("{e}");
+                break;
+            }
+        }
+    }
+    eprintln!(
+        "{} meter(s) answered{}",
+        found.len(),
+        if garbled > 0 {
+            " (and garbled bytes: several meters answering at once? scan them one at a time)"
+        } else {
+            ""
         }
     );
     Ok(if found.is_empty() {

@@ -339,6 +339,7 @@ pub enum BusKind {
     Rtu,
     RtuOverTcp,
     Dlt645,
+    Cjt188,
 }
 
 impl fmt::Display for BusKind {
@@ -348,6 +349,7 @@ impl fmt::Display for BusKind {
             BusKind::Rtu => "rtu",
             BusKind::RtuOverTcp => "rtu-over-tcp",
             BusKind::Dlt645 => "dlt645",
+            BusKind::Cjt188 => "cjt188",
         })
     }
 }
@@ -438,10 +440,24 @@ pub struct BusConfig {
 }
 
 impl BusConfig {
+    /// Whether the bus speaks DL/T 645 or CJ/T 188 (raw frames) rather than Modbus.
+    pub fn is_meter_protocol(&self) -> bool {
+        matches!(self.kind, BusKind::Dlt645 | BusKind::Cjt188)
+    }
+
+    /// The profile protocol its devices must speak.
+    pub fn protocol(&self) -> crate::profile::Protocol {
+        match self.kind {
+            BusKind::Dlt645 => crate::profile::Protocol::Dlt645,
+            BusKind::Cjt188 => crate::profile::Protocol::Cjt188,
+            _ => crate::profile::Protocol::Modbus,
+        }
+    }
+
     pub fn is_serial_line(&self) -> bool {
         matches!(
             self.kind,
-            BusKind::Rtu | BusKind::RtuOverTcp | BusKind::Dlt645
+            BusKind::Rtu | BusKind::RtuOverTcp | BusKind::Dlt645 | BusKind::Cjt188
         )
     }
 

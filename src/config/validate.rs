@@ -391,13 +391,35 @@ fn check_buses(c: &mut Check<'_, '_>, buses: &[(usize, BusConfig)]) {
                     );
                 }
             }
-            BusKind::Dlt645 => c.err(
-                at("kind"),
-                format!(
-                    "dlt645 buses are not supported by parkhub {} yet",
-                    env!("CARGO_PKG_VERSION")
+            // A meter line on this box's serial port, or behind a serial server (transparent
+            // TCP): the frames are the same either way.
+            BusKind::Dlt645 | BusKind::Cjt188 => match (&b.address, &b.serial) {
+                (None, None) => c.err(
+                    at("kind"),
+                    format!(
+                        "a {} bus needs `serial = \"/dev/ttyUSB0\"` or, behind a serial server, `address = \"host:port\"`",
+                        b.kind
+                    ),
                 ),
-            ),
+                (Some(_), Some(_)) => c.err(
+                    at("address"),
+                    "`address` (a serial server) and `serial` (a port on this box) are two lines: give one",
+                ),
+                (Some(a), None) => {
+                    if let Err(e) = check_host_port(a) {
+                        c.err(at("address"), e);
+                    }
+                    if let Some(other) = endpoints.insert(a.clone(), b.id.as_str()) {
+                        c.err(at("address"), format!("bus `{other}` already uses {a}: one line, one bus"));
+                    }
+                }
+                (None, Some(p)) => {
+                    let key = p.display().to_string();
+                    if let Some(other) = endpoints.insert(key.clone(), b.id.as_str()) {
+                        c.err(at("serial"), format!("bus `{other}` already uses {key}"));
+                    }
+                }
+            },
         }
         if b.kind == BusKind::Tcp {
             for (key, given) in [
@@ -448,6 +470,7 @@ fn check_devices(
     let mut units: HashMap<(&str, u8), &str> = HashMap::new();
     let mut topics: HashMap<String, &str> = HashMap::new();
     let mut charge_points: HashMap<&str, &str> = HashMap::new();
+    let mut meter_addresses: HashMap<(&str, String), &str> = HashMap::new();
     for (i, d) in &parts.devices {
         let at = |k: &str| KeyPath::from("device").index(*i).key(k);
         if let Some(p) = d.poll_interval_s {
@@ -499,12 +522,12 @@ fn check_devices(
                                 ),
                             );
                         }
-                        Some(b) if b.kind == BusKind::Dlt645 => {
+                        Some(b) if b.is_meter_protocol() => {
                             c.err(
                                 at("bus"),
                                 format!(
-                                    "bus `{bus}` speaks DL/T 645, profile {} speaks Modbus",
-                                    d.profile
+                                    "bus `{bus}` speaks {}, profile {} speaks Modbus",
+                                    b.kind, d.profile
                                 ),
                             );
                         }
@@ -562,13 +585,91 @@ fn check_devices(
                     .insert(d.id.clone(), profile.clone());
             }
             Protocol::Gpio => gpio::check_device(c, *i, d, profile, resolved),
-            other => c.err(
-                at("profile"),
+            Protocol::Dlt645 | Protocol::Cjt188 => {
+                check_meter_device(c, *i, d, profile, &buses, &mut meter_addresses);
+                resolved
+                    .device_profiles
+                    .insert(d.id.clone(), profile.clone());
+            }
+        }
+    }
+}
+
+/// A DL/T 645 or CJ/T 188 meter: on a bus of its protocol, at its meter address (unique there),
+/// and nothing that belongs to other kinds of device.
+fn check_meter_device<'p>(
+    c: &mut Check<'_, '_>,
+    i: usize,
+    d: &'p DeviceConfig,
+    profile: &Profile,
+    buses: &HashMap<&str, &BusConfig>,
+    seen: &mut HashMap<(&'p str, String), &'p str>,
+) {
+    let at = |k: &str| KeyPath::from("device").index(i).key(k);
+    let (kind, digits) = match profile.protocol {
+        Protocol::Cjt188 => (BusKind::Cjt188, 14),
+        _ => (BusKind::Dlt645, 12),
+    };
+    c.refuse_keys(
+        i,
+        &d.id,
+        if kind == BusKind::Cjt188 {
+            "CJ/T 188"
+        } else {
+            "DL/T 645"
+        },
+        [
+            ("unit", d.unit.is_some()),
+            ("topic", d.topic.is_some()),
+            ("charge_point_id", d.charge_point_id.is_some()),
+            ("password_sha256", d.password_sha256.is_some()),
+            ("connectors", d.connectors.is_some()),
+            ("expire_after_s", d.expire_after_s.is_some()),
+            ("availability_topic", d.availability_topic.is_some()),
+            ("point", !d.point.is_empty()),
+        ],
+    );
+    match d.bus.as_deref() {
+        None => c.err(
+            at("profile"),
+            format!(
+                "device `{}` uses a {kind} profile and needs `bus` (a {kind} bus)",
+                d.id
+            ),
+        ),
+        Some(bus) => match buses.get(bus) {
+            None => c.err(at("bus"), format!("no bus `{bus}`")),
+            Some(b) if b.kind != kind => c.err(
+                at("bus"),
                 format!(
-                    "{other} devices are not supported by parkhub {} yet",
-                    env!("CARGO_PKG_VERSION")
+                    "bus `{bus}` speaks {}, profile {} speaks {kind}",
+                    b.kind, d.profile
                 ),
             ),
+            Some(_) => {}
+        },
+    }
+    match d.address.as_deref() {
+        None => c.err(
+            at("profile"),
+            format!(
+                "device `{}` needs its meter `address`: the {digits} digits on its nameplate (`parkhub scan --protocol {kind}` finds it)",
+                d.id
+            ),
+        ),
+        Some(a) if a.len() != digits || !a.bytes().all(|b| b.is_ascii_digit()) => c.err(
+            at("address"),
+            format!("a {kind} meter address is {digits} digits (got {})", crate::text::clip(a)),
+        ),
+        Some(a) => {
+            if let (Some(bus), true) = (d.bus.as_deref(), d.enabled) {
+                if let Some(other) = seen.insert((bus, a.to_string()), d.id.as_str()) {
+                    c.err(
+                        at("address"),
+                        format!("address {a} on bus `{bus}` is already device `{other}`"),
+                    );
+                }
+            }
         }
     }
 }

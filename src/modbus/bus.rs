@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use super::decode::{decode, decode_bit};
 use super::link::{self, Answer, Endpoint, ReadError};
 use super::plan::{plan, split, ReadBlock};
+use super::raw::RawLink;
 use crate::config::{BusConfig, BusKind, Loaded};
 use crate::hub::{Hub, RequestOutcome};
 use crate::profile::{Kind, PointSource, Profile};
@@ -30,12 +31,14 @@ pub struct Line {
     pause: Duration,
     max_backoff: Duration,
     ctx: Option<Context>,
-    last_io: Option<Instant>,
+    pub(crate) last_io: Option<Instant>,
     reconnect_at: Option<Instant>,
     backoff: ExponentialBackoff,
     last_link_error: Option<String>,
     /// An RS-485 HAT's driver-enable pin, bracketing every request.
     de: Option<super::de::DriverEnable>,
+    /// The line opened for raw frames (DL/T 645, CJ/T 188) rather than Modbus.
+    raw: Option<RawLink>,
 }
 
 impl Line {
@@ -56,6 +59,7 @@ impl Line {
             reconnect_at: None,
             last_link_error: None,
             de: None,
+            raw: None,
         }
     }
 
@@ -81,14 +85,7 @@ impl Line {
     /// The open connection, connecting first if allowed; `Err` while the line is down.
     pub(crate) async fn ensure(&mut self) -> Result<&mut Context, String> {
         if self.ctx.is_none() {
-            if let Some(at) = self.reconnect_at {
-                if Instant::now() < at {
-                    return Err(self
-                        .last_link_error
-                        .clone()
-                        .unwrap_or_else(|| "link down".into()));
-                }
-            }
+            self.may_reconnect()?;
             match link::connect(&self.endpoint, self.connect_timeout, self.de.as_ref()).await {
                 // The back-off ends with the first answer, not here: a serial server that
                 // accepts and then drops every connection must not be hammered.
@@ -103,8 +100,35 @@ impl Line {
         self.ctx.as_mut().ok_or_else(|| "link down".to_string())
     }
 
+    /// `Err` with the last link error while a reconnect waits for its back-off.
+    fn may_reconnect(&self) -> Result<(), String> {
+        match self.reconnect_at {
+            Some(at) if Instant::now() < at => Err(self
+                .last_link_error
+                .clone()
+                .unwrap_or_else(|| "link down".into())),
+            _ => Ok(()),
+        }
+    }
+
+    /// The line opened for raw frames, opening it first if allowed; `Err` while it is down.
+    pub(crate) async fn ensure_raw(&mut self) -> Result<&mut RawLink, String> {
+        if self.raw.is_none() {
+            self.may_reconnect()?;
+            match RawLink::open(&self.endpoint, self.connect_timeout, self.de.as_ref()).await {
+                Ok(raw) => self.raw = Some(raw),
+                Err(e) => {
+                    let msg = format!("cannot open {}: {e}", self.endpoint);
+                    self.link_failed(msg.clone());
+                    return Err(msg);
+                }
+            }
+        }
+        self.raw.as_mut().ok_or_else(|| "link down".to_string())
+    }
+
     /// Something answered on the line: it works.
-    fn answered(&mut self) {
+    pub(crate) fn answered(&mut self) {
         self.last_io = Some(Instant::now());
         self.reconnect_at = None;
         if self.last_link_error.take().is_some() {
@@ -116,6 +140,7 @@ impl Line {
     /// Drops the connection after a late or garbled answer; the next request reopens it at once.
     pub(crate) fn reopen(&mut self) {
         self.ctx = None;
+        self.raw = None;
     }
 
     /// Drops the connection after a link failure; reconnects wait for the back-off.
@@ -124,6 +149,7 @@ impl Line {
             warn!(endpoint = %self.endpoint, %error, "line down");
         }
         self.ctx = None;
+        self.raw = None;
         let delay = self.backoff.next().unwrap_or(self.max_backoff);
         self.reconnect_at = Some(Instant::now() + delay);
         self.last_link_error = Some(error);
@@ -149,6 +175,8 @@ pub struct PollResult {
     pub errors: Vec<String>,
     /// Counter points that went backwards since the last poll.
     pub counter_resets: Vec<Arc<str>>,
+    /// Frames thrown away on the line (noise, broken checksums, other meters' answers).
+    pub rejected: u64,
 }
 
 /// One device's read plan and what it remembers between polls.
@@ -447,8 +475,33 @@ pub fn next_due(
     }
 }
 
+/// One device's reads, in the protocol of its bus.
+pub enum DevicePoller {
+    Modbus(Poller),
+    Dlt645(crate::dlt645::poller::Dlt645Poller),
+    Cjt188(crate::cjt188::poller::Cjt188Poller),
+}
+
+impl DevicePoller {
+    pub fn id(&self) -> &Arc<str> {
+        match self {
+            DevicePoller::Modbus(p) => &p.id,
+            DevicePoller::Dlt645(p) => &p.id,
+            DevicePoller::Cjt188(p) => &p.id,
+        }
+    }
+
+    pub async fn poll(&mut self, line: &mut Line) -> PollResult {
+        match self {
+            DevicePoller::Modbus(p) => p.poll(line).await,
+            DevicePoller::Dlt645(p) => p.poll(line).await,
+            DevicePoller::Cjt188(p) => p.poll(line).await,
+        }
+    }
+}
+
 struct Scheduled {
-    poller: Poller,
+    poller: DevicePoller,
     interval: Duration,
     due: Instant,
     failures: u32,
@@ -517,8 +570,34 @@ impl ModbusBus {
                 .and_then(|u| u8::try_from(u).ok())
                 .unwrap_or(profile.serial.unit);
             let timeout = d.timeout_ms.map_or(timeout, Duration::from_millis);
+            let id = Arc::from(d.id.as_str());
+            let poller = match bus.kind {
+                BusKind::Dlt645 => {
+                    let address = d
+                        .address
+                        .as_deref()
+                        .unwrap_or_default()
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("device {}: address: {e}", d.id))?;
+                    DevicePoller::Dlt645(crate::dlt645::poller::Dlt645Poller::new(
+                        id, address, &profile, timeout,
+                    ))
+                }
+                BusKind::Cjt188 => {
+                    let address = d
+                        .address
+                        .as_deref()
+                        .unwrap_or_default()
+                        .parse()
+                        .map_err(|e| anyhow::anyhow!("device {}: address: {e}", d.id))?;
+                    DevicePoller::Cjt188(crate::cjt188::poller::Cjt188Poller::new(
+                        id, address, &profile, timeout,
+                    ))
+                }
+                _ => DevicePoller::Modbus(Poller::new(id, unit, profile, timeout)),
+            };
             devices.push(Scheduled {
-                poller: Poller::new(Arc::from(d.id.as_str()), unit, profile, timeout),
+                poller,
                 interval: Duration::from_secs(d.poll_interval_s()),
                 due: now,
                 failures: 0,
@@ -570,11 +649,14 @@ impl ModbusBus {
                 r = d.poller.poll(&mut self.line) => r,
             };
             for o in &result.outcomes {
-                hub.record_request(&d.poller.id, *o);
+                hub.record_request(d.poller.id(), *o);
+            }
+            if result.rejected > 0 {
+                hub.record_messages(d.poller.id(), 0, result.rejected, None);
             }
             for point in &result.counter_resets {
-                hub.record_counter_reset(&d.poller.id);
-                warn!(device = %d.poller.id, %point, "counter went backwards (meter replaced or rolled over); consumption counts from the new value");
+                hub.record_counter_reset(d.poller.id());
+                warn!(device = %d.poller.id(), %point, "counter went backwards (meter replaced or rolled over); consumption counts from the new value");
             }
             let error = (!result.errors.is_empty()).then(|| result.errors.join("; "));
             // The bus is down when `offline_after` polls in a row went unanswered and every
@@ -633,14 +715,14 @@ impl ModbusBus {
                 }
             }
             let online = d.online;
-            match hub.record_poll(&d.poller.id, online, error.clone()) {
-                Some(true) => info!(device = %d.poller.id, bus = %self.id, "device online"),
+            match hub.record_poll(d.poller.id(), online, error.clone()) {
+                Some(true) => info!(device = %d.poller.id(), bus = %self.id, "device online"),
                 Some(false) => {
-                    warn!(device = %d.poller.id, bus = %self.id, error = error.as_deref().unwrap_or(""), "device offline")
+                    warn!(device = %d.poller.id(), bus = %self.id, error = error.as_deref().unwrap_or(""), "device offline")
                 }
                 None => {
                     if let Some(e) = &error {
-                        debug!(device = %d.poller.id, error = %e, "poll problem");
+                        debug!(device = %d.poller.id(), error = %e, "poll problem");
                     }
                 }
             }
@@ -663,7 +745,14 @@ pub fn endpoint_of(loaded: &Loaded, bus: &BusConfig) -> anyhow::Result<Endpoint>
             path: bus.serial.clone().unwrap_or_default(),
             line: loaded.bus_lines.get(&bus.id).copied().unwrap_or_default(),
         },
-        BusKind::Dlt645 => anyhow::bail!("bus {}: dlt645 is not supported yet", bus.id),
+        // A serial server passes the line's bytes through, as it does RTU frames.
+        BusKind::Dlt645 | BusKind::Cjt188 => match &bus.address {
+            Some(a) => Endpoint::SerialServer(a.clone()),
+            None => Endpoint::Serial {
+                path: bus.serial.clone().unwrap_or_default(),
+                line: loaded.bus_lines.get(&bus.id).copied().unwrap_or_default(),
+            },
+        },
     })
 }
 

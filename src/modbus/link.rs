@@ -3,7 +3,7 @@
 //! answer (the line's state is unknown: reopen it), or the device refusing (keep the link).
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -25,6 +25,8 @@ pub enum Endpoint {
     Tcp(String),
     /// RTU frames over a TCP connection to a serial server / DTU.
     RtuOverTcp(String),
+    /// A meter line's raw bytes through a serial server in transparent mode (DL/T 645).
+    SerialServer(String),
     /// RTU on a local serial port.
     Serial { path: PathBuf, line: SerialDefaults },
 }
@@ -34,6 +36,7 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Tcp(a) => write!(f, "tcp://{a}"),
             Endpoint::RtuOverTcp(a) => write!(f, "rtu-over-tcp://{a}"),
+            Endpoint::SerialServer(a) => write!(f, "serial-server://{a}"),
             Endpoint::Serial { path, line } => write!(
                 f,
                 "{} {} {}{}{}",
@@ -68,28 +71,13 @@ pub async fn connect(
                 stream.set_nodelay(true)?;
                 Ok(tokio_modbus::client::tcp::attach(stream))
             }
-            Endpoint::RtuOverTcp(addr) => {
+            Endpoint::RtuOverTcp(addr) | Endpoint::SerialServer(addr) => {
                 let stream = TcpStream::connect(addr.as_str()).await?;
                 stream.set_nodelay(true)?;
                 Ok(tokio_modbus::client::rtu::attach(stream))
             }
             Endpoint::Serial { path, line } => {
-                let port = tokio_serial::new(path.to_string_lossy(), line.baud)
-                    .data_bits(match line.data_bits {
-                        7 => tokio_serial::DataBits::Seven,
-                        _ => tokio_serial::DataBits::Eight,
-                    })
-                    .parity(match line.parity {
-                        Parity::None => tokio_serial::Parity::None,
-                        Parity::Even => tokio_serial::Parity::Even,
-                        Parity::Odd => tokio_serial::Parity::Odd,
-                    })
-                    .stop_bits(match line.stop_bits {
-                        2 => tokio_serial::StopBits::Two,
-                        _ => tokio_serial::StopBits::One,
-                    })
-                    .open_native_async()
-                    .map_err(io::Error::other)?;
+                let port = open_serial(path, line)?;
                 Ok(match de {
                     Some(de) => tokio_modbus::client::rtu::attach(DeStream::new(port, de.clone())),
                     None => tokio_modbus::client::rtu::attach(port),
@@ -97,16 +85,40 @@ pub async fn connect(
             }
         }
     };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(r) => r,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!(
-                "no connection to {endpoint} within {} ms",
-                timeout.as_millis()
-            ),
-        )),
-    }
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or_else(|_| Err(not_connected(endpoint, timeout)))
+}
+
+/// Opening `endpoint` took longer than `timeout`.
+pub fn not_connected(endpoint: &Endpoint, timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "no connection to {endpoint} within {} ms",
+            timeout.as_millis()
+        ),
+    )
+}
+
+/// Opens a local serial port with a line's settings.
+pub fn open_serial(path: &Path, line: &SerialDefaults) -> io::Result<tokio_serial::SerialStream> {
+    tokio_serial::new(path.to_string_lossy(), line.baud)
+        .data_bits(match line.data_bits {
+            7 => tokio_serial::DataBits::Seven,
+            _ => tokio_serial::DataBits::Eight,
+        })
+        .parity(match line.parity {
+            Parity::None => tokio_serial::Parity::None,
+            Parity::Even => tokio_serial::Parity::Even,
+            Parity::Odd => tokio_serial::Parity::Odd,
+        })
+        .stop_bits(match line.stop_bits {
+            2 => tokio_serial::StopBits::Two,
+            _ => tokio_serial::StopBits::One,
+        })
+        .open_native_async()
+        .map_err(io::Error::other)
 }
 
 /// Why a read failed, in the terms the scheduler acts on.

@@ -6,6 +6,7 @@ pub mod de;
 pub mod decode;
 pub mod link;
 pub mod plan;
+pub mod raw;
 pub mod sim;
 
 pub use bus::{ModbusBus, Poller};

@@ -249,12 +249,17 @@ pub fn parse_profile(doc: &Document<'_>) -> Result<Profile, Vec<Diagnostic>> {
     }
     if !matches!(
         file.protocol,
-        Protocol::Modbus | Protocol::Mqtt | Protocol::Ocpp | Protocol::Gpio
+        Protocol::Modbus
+            | Protocol::Mqtt
+            | Protocol::Ocpp
+            | Protocol::Gpio
+            | Protocol::Dlt645
+            | Protocol::Cjt188
     ) {
         diags.push(doc.diag(
             &at("protocol"),
             format!(
-                "`{}` profiles are not supported by parkhub {} (modbus, mqtt, ocpp and gpio only)",
+                "`{}` profiles are not supported by parkhub {} (modbus, dlt645, cjt188, mqtt, ocpp and gpio only)",
                 file.protocol,
                 env!("CARGO_PKG_VERSION")
             ),
@@ -310,6 +315,33 @@ pub fn parse_profile(doc: &Document<'_>) -> Result<Profile, Vec<Diagnostic>> {
                 for (field, msg) in errs {
                     diags.push(doc.diag(&path.key(field), msg));
                 }
+            }
+        }
+    }
+    if file.protocol == Protocol::Dlt645 {
+        for (i, p) in file.point.iter().enumerate() {
+            if !crate::dlt645::poller::point_names().any(|n| n == p.name) {
+                let known: Vec<&str> = crate::dlt645::poller::point_names().collect();
+                diags.push(doc.diag(
+                    &at("point").index(i).key("name"),
+                    format!(
+                        "a dlt645 point is one of the quantities the driver reads: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if file.protocol == Protocol::Cjt188 {
+        for (i, p) in file.point.iter().enumerate() {
+            if !crate::cjt188::poller::POINTS.contains(&p.name.as_str()) {
+                diags.push(doc.diag(
+                    &at("point").index(i).key("name"),
+                    format!(
+                        "a cjt188 point is one of what the meter reports: {}",
+                        crate::cjt188::poller::POINTS.join(", ")
+                    ),
+                ));
             }
         }
     }
@@ -862,7 +894,10 @@ fn build_point(
             }
         }
         PointSource::Sum(spec.sum_of.iter().map(|s| Arc::from(s.as_str())).collect())
-    } else if matches!(protocol, Protocol::Ocpp | Protocol::Gpio) {
+    } else if matches!(
+        protocol,
+        Protocol::Ocpp | Protocol::Gpio | Protocol::Dlt645 | Protocol::Cjt188
+    ) {
         match build_reported(spec, protocol) {
             Ok(r) => PointSource::Reported(r),
             Err(mut e) => {
@@ -986,6 +1021,10 @@ fn json_type(spec: &PointSpec, what: &str) -> Result<JsonType, FieldError> {
 fn build_reported(spec: &PointSpec, protocol: Protocol) -> Result<ReportedSpec, Vec<FieldError>> {
     let what = if protocol == Protocol::Gpio {
         "a GPIO point: the contact gives its value"
+    } else if protocol == Protocol::Dlt645 {
+        "a DL/T 645 point: its name says which data identifier is read"
+    } else if protocol == Protocol::Cjt188 {
+        "a CJ/T 188 point: the meter's answer gives its value"
     } else {
         "an OCPP point: the protocol gives its value"
     };

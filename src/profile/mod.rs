@@ -153,6 +153,7 @@ impl fmt::Display for Kind {
 pub enum Protocol {
     Modbus,
     Dlt645,
+    Cjt188,
     Mqtt,
     Ocpp,
     Gpio,
@@ -163,6 +164,7 @@ impl fmt::Display for Protocol {
         f.write_str(match self {
             Protocol::Modbus => "modbus",
             Protocol::Dlt645 => "dlt645",
+            Protocol::Cjt188 => "cjt188",
             Protocol::Mqtt => "mqtt",
             Protocol::Ocpp => "ocpp",
             Protocol::Gpio => "gpio",

@@ -154,7 +154,7 @@ pub(super) fn check(c: &mut Check<'_, '_>, parts: &Parts) {
     let mut owners: HashMap<u8, String> = HashMap::new();
     // The Pi's UART: TXD and RXD are GPIO 14 and 15 while a bus uses it.
     let uart = parts.buses.iter().find(|(_, b)| {
-        b.kind == BusKind::Rtu
+        (b.kind == BusKind::Rtu || b.is_meter_protocol())
             && b.serial.as_deref().is_some_and(|p| {
                 let p = p.to_string_lossy();
                 ["ttyAMA0", "serial0", "ttyS0"]
@@ -230,13 +230,15 @@ pub(super) fn check(c: &mut Check<'_, '_>, parts: &Parts) {
     for (i, b) in &parts.buses {
         let at = |k: &str| KeyPath::from("bus").index(*i).key(k);
         match b.de_pin {
-            Some(_) if b.kind != BusKind::Rtu => c.err(
-                at("de_pin"),
-                format!(
-                    "`de_pin` drives a local RS-485 transceiver: rtu buses only, not {}",
-                    b.kind
-                ),
-            ),
+            Some(_) if b.serial.is_none() || !(b.kind == BusKind::Rtu || b.is_meter_protocol()) => {
+                c.err(
+                    at("de_pin"),
+                    format!(
+                        "`de_pin` drives a local RS-485 transceiver: buses on a serial port of this box only, not {}",
+                        if b.kind == BusKind::Tcp { "tcp" } else { "one behind a serial server" }
+                    ),
+                )
+            }
             Some(pin) if !(2..=MAX_PIN).contains(&pin) => check_pin(c, at("de_pin"), pin),
             Some(pin) => claim(
                 c,
