@@ -51,6 +51,10 @@ pub struct DeviceStats {
     pub messages: u64,
     /// MQTT messages (or parts of them) refused: not JSON, wrong types, unknown values, too big.
     pub rejected: u64,
+    /// DL/T 645 and CJ/T 188 lines: what was passed over while waiting for this device's
+    /// answers, by reason.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub line_rejects: std::collections::BTreeMap<String, u64>,
 }
 
 /// How one request went, as the poller saw it.
@@ -280,6 +284,22 @@ impl Hub {
             d.stats.rejected += rejected;
             if problem.is_some() {
                 d.last_error = problem;
+            }
+        });
+    }
+
+    /// Adds to a device's count of what its line passed over.
+    pub fn record_line_rejects(
+        &self,
+        device: &str,
+        rejects: &std::collections::BTreeMap<&'static str, u64>,
+    ) {
+        self.with_device(device, |d| {
+            for (reason, n) in rejects {
+                *d.stats
+                    .line_rejects
+                    .entry((*reason).to_string())
+                    .or_default() += n;
             }
         });
     }

@@ -29,6 +29,12 @@ struct DeviceLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabel {
+    device: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlarmLabels {
     severity: String,
     category: String,
@@ -78,8 +84,17 @@ pub(super) async fn metrics(_: Viewer, State(s): State<Ctx>) -> Result<Response,
     let rejected = Counters::default();
     let online = Gauges::default();
     let rtt = Gauges::default();
+    let line_rejects: Family<RejectLabel, Counter> = Family::default();
     let mut mqtt_in = 0;
     for d in s.state.hub.devices() {
+        for (reason, n) in &d.stats.line_rejects {
+            line_rejects
+                .get_or_create(&RejectLabel {
+                    device: d.info.id.to_string(),
+                    reason: reason.clone(),
+                })
+                .inc_by(*n);
+        }
         let l = DeviceLabel {
             device: d.info.id.to_string(),
         };
@@ -123,6 +138,11 @@ pub(super) async fn metrics(_: Viewer, State(s): State<Ctx>) -> Result<Response,
         "device_mqtt_rejected",
         "MQTT messages of a device refused (malformed)",
         rejected,
+    );
+    reg.register(
+        "device_line_rejected",
+        "What a DL/T 645 or CJ/T 188 line passed over waiting for a device's answer, by reason",
+        line_rejects,
     );
     reg.register(
         "device_online",

@@ -1,7 +1,7 @@
 //! One CJ/T 188 water meter's read on a shared line: one request (DI 901F) gives its volume,
 //! valve and battery, through the same scheduler as Modbus devices. Echoes, other meters'
-//! answers, late answers to an earlier request and garbled bytes are passed over (the garbled
-//! ones counted) until the answer or the timeout.
+//! answers, late answers to an earlier request and garbled bytes are passed over, and counted by
+//! reason, until the answer or the timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +61,7 @@ impl Cjt188Poller {
             to: self.address,
             ser: self.ser,
         };
-        let mut rejected = 0u64;
+        let mut rejects = std::collections::BTreeMap::new();
         let started = Instant::now();
         let got = raw
             .exchange(
@@ -69,15 +69,24 @@ impl Cjt188Poller {
                 self.timeout,
                 |buf| match scan(buf) {
                     Scan::NeedMore => Take::NeedMore,
-                    Scan::Skip { len, .. } => {
-                        rejected += 1;
+                    Scan::Skip { len, reason } => {
+                        *rejects.entry(reason.as_str()).or_insert(0) += 1;
                         Take::Skip(len)
                     }
                     Scan::Frame { frame, consumed } => match interpret(&request, &frame) {
                         Ok(a) if a.settles() => Take::Done(a, consumed),
-                        Ok(Answer::Echo) => Take::Skip(consumed),
-                        Ok(_) | Err(_) => {
-                            rejected += 1;
+                        Ok(a) => {
+                            let why = match a {
+                                Answer::Echo => "echo",
+                                Answer::OtherMeter(_) => "other_meter",
+                                Answer::Stale { .. } => "stale",
+                                _ => "unexpected",
+                            };
+                            *rejects.entry(why).or_insert(0) += 1;
+                            Take::Skip(consumed)
+                        }
+                        Err(_) => {
+                            *rejects.entry("bad_reply").or_insert(0) += 1;
                             Take::Skip(consumed)
                         }
                     },
@@ -85,7 +94,7 @@ impl Cjt188Poller {
             )
             .await;
         line.last_io = Some(Instant::now());
-        res.rejected += rejected;
+        res.rejects = rejects;
         match got {
             Ok(Answer::Reading(r)) => {
                 line.answered();

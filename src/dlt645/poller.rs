@@ -1,7 +1,7 @@
 //! One DL/T 645 meter's reads on a shared line: one request per quantity, one at a time, through
 //! the same scheduler as Modbus devices. Whatever else arrives on the line (wake-up bytes, noise,
 //! a broken checksum, the echo of our own request, a late answer from another meter) is thrown
-//! away and counted, and the read goes on until its answer or its timeout.
+//! away and counted by reason, and the read goes on until its answer or its timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,14 +72,14 @@ impl Dlt645Poller {
             };
             let di = quantity.di();
             let address = self.address;
-            let mut rejected = 0u64;
+            let mut rejects = std::collections::BTreeMap::new();
             let started = Instant::now();
             let got = raw
                 .exchange(&read_request(address, di), self.timeout, |buf| {
                     match scan(buf) {
                         Scan::NeedMore => Take::NeedMore,
-                        Scan::Skip { len, .. } => {
-                            rejected += 1;
+                        Scan::Skip { len, reason } => {
+                            *rejects.entry(reason.as_str()).or_insert(0) += 1;
                             Take::Skip(len)
                         }
                         Scan::Frame { frame, consumed } => match frame.reply() {
@@ -90,12 +90,24 @@ impl Dlt645Poller {
                                 Reply::Error { code, .. } => {
                                     Take::Done(Answer::Refused(code.to_string()), consumed)
                                 }
-                                _ => Take::Skip(consumed),
+                                _ => {
+                                    *rejects.entry("unexpected").or_insert(0) += 1;
+                                    Take::Skip(consumed)
+                                }
                             },
-                            // Our own request echoed by a half-duplex adapter: not a fault.
-                            Ok(Reply::Echo(_)) => Take::Skip(consumed),
-                            Ok(_) | Err(_) => {
-                                rejected += 1;
+                            Ok(r) => {
+                                // Our own request echoed by a half-duplex adapter, or another
+                                // meter's (or an earlier) answer: counted apart from garbage.
+                                let why = match r {
+                                    Reply::Echo(_) => "echo",
+                                    r if r.address() != address => "other_meter",
+                                    _ => "unexpected",
+                                };
+                                *rejects.entry(why).or_insert(0) += 1;
+                                Take::Skip(consumed)
+                            }
+                            Err(_) => {
+                                *rejects.entry("bad_reply").or_insert(0) += 1;
                                 Take::Skip(consumed)
                             }
                         },
@@ -103,7 +115,9 @@ impl Dlt645Poller {
                 })
                 .await;
             line.last_io = Some(Instant::now());
-            res.rejected += rejected;
+            for (reason, n) in rejects {
+                *res.rejects.entry(reason).or_insert(0) += n;
+            }
             match got {
                 Ok(Answer::Value(payload)) => {
                     line.answered();

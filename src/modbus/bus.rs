@@ -175,8 +175,9 @@ pub struct PollResult {
     pub errors: Vec<String>,
     /// Counter points that went backwards since the last poll.
     pub counter_resets: Vec<Arc<str>>,
-    /// Frames thrown away on the line (noise, broken checksums, other meters' answers).
-    pub rejected: u64,
+    /// What was thrown away on the line, by reason (`noise`, `bad_checksum`, `truncated`,
+    /// `echo`, `other_meter`, …): the raw meter protocols' answer to "why is it silent".
+    pub rejects: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// One device's read plan and what it remembers between polls.
@@ -651,8 +652,8 @@ impl ModbusBus {
             for o in &result.outcomes {
                 hub.record_request(d.poller.id(), *o);
             }
-            if result.rejected > 0 {
-                hub.record_messages(d.poller.id(), 0, result.rejected, None);
+            if !result.rejects.is_empty() {
+                hub.record_line_rejects(d.poller.id(), &result.rejects);
             }
             for point in &result.counter_resets {
                 hub.record_counter_reset(d.poller.id());
