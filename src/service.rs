@@ -26,7 +26,13 @@ pub const WRITER_STUCK: Duration = Duration::from_secs(60);
 
 /// Tells systemd the hub is up, with a status line `systemctl status` shows.
 pub fn ready(status: &str) {
-    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+    // With a ping: the watchdog's own first ping is a period away, and after a reload the last
+    // one was before the stop.
+    notify(&[
+        NotifyState::Ready,
+        NotifyState::Status(status),
+        NotifyState::Watchdog,
+    ]);
 }
 
 /// Sets the status line `systemctl status` shows.
@@ -37,9 +43,11 @@ pub fn status(status: &str) {
 /// Tells systemd the hub is reloading its config; the next `READY=1` (from the same pid, the
 /// program executed again) ends the reload.
 pub fn reloading() {
+    // A ping too: the stop and the new start must not run into the watchdog's limit.
     let mut states = vec![
         NotifyState::Reloading,
         NotifyState::Status("reloading the config"),
+        NotifyState::Watchdog,
     ];
     // Type=notify-reload needs the time of the reload; Type=notify takes it too.
     if let Ok(now) = NotifyState::monotonic_usec_now() {

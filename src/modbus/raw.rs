@@ -182,7 +182,10 @@ impl RawLink {
                 loop {
                     match take(&self.buf) {
                         Take::Done(answer, used) => {
-                            self.buf.drain(..used.min(self.buf.len()));
+                            // At least one byte, so that a caller reading answer after answer
+                            // (a broadcast) cannot take the same one for ever.
+                            let used = used.max(1).min(self.buf.len());
+                            self.buf.drain(..used);
                             return Ok(answer);
                         }
                         Take::Skip(_) if self.buf.is_empty() => break,
