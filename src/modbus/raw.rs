@@ -150,6 +150,7 @@ impl RawLink {
         take: impl FnMut(&[u8]) -> Take<T>,
     ) -> Result<T, RawError> {
         self.buf.clear();
+        self.drain().await?;
         let deadline = tokio::time::Instant::now() + timeout;
         tokio::time::timeout_at(deadline, self.send(request))
             .await
@@ -158,6 +159,22 @@ impl RawLink {
             RawError::NoAnswer(_) => RawError::NoAnswer(timeout),
             e => e,
         })
+    }
+
+    /// Drops what the line holds already: a late answer to an earlier request. A DL/T 645 error
+    /// reply carries no data identifier, so one left over could pass for this request's answer.
+    /// Only what has arrived is dropped (reads that are ready at once), a bounded number of them.
+    async fn drain(&mut self) -> Result<(), RawError> {
+        let mut chunk = [0u8; 256];
+        for _ in 0..16 {
+            match tokio::time::timeout(Duration::ZERO, self.stream.read(&mut chunk)).await {
+                Err(_) => return Ok(()),
+                Ok(Ok(0)) => return Err(RawError::Link("the line closed the connection".into())),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(RawError::Link(e.to_string())),
+            }
+        }
+        Ok(())
     }
 
     /// Writes `bytes` to the line.
@@ -261,6 +278,30 @@ mod tests {
             .unwrap();
         assert_eq!(got, b"abc");
         assert_eq!(task.await.unwrap(), b"req");
+    }
+
+    #[tokio::test]
+    async fn a_late_answer_waiting_on_the_line_is_not_taken_for_the_next_requests() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = Endpoint::SerialServer(listener.local_addr().unwrap().to_string());
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            // The answer to a request that timed out, arriving before the next one.
+            s.write_all(&[1, b'x']).await.unwrap();
+            let mut got = [0u8; 3];
+            s.read_exact(&mut got).await.unwrap();
+            s.write_all(&[3, b'a', b'b', b'c']).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        });
+        let mut link = RawLink::open(&endpoint, Duration::from_secs(2), None)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let got = link
+            .exchange(b"req", Duration::from_secs(2), length_prefixed)
+            .await
+            .unwrap();
+        assert_eq!(got, b"abc");
     }
 
     #[tokio::test]
