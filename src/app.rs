@@ -118,6 +118,11 @@ impl App {
         )?;
         let engine_cfg = EngineConfig::from_loaded(loaded);
         let (feed, events) = AlarmFeed::new(&engine_cfg);
+        services.spawn(storage_alarm(
+            writer.stats().storage_low.subscribe(),
+            feed.clone(),
+            stop_services.clone(),
+        ));
         let uplink = crate::uplink::start(
             loaded,
             Some(feed.clone()),
@@ -379,5 +384,26 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Keeps the hub's storage alarm in step with the history writer's view of the disk (which it
+/// has from before the start, so a standing alarm is neither cleared nor raised again).
+async fn storage_alarm(
+    mut low: tokio::sync::watch::Receiver<bool>,
+    feed: AlarmFeed,
+    stop: CancellationToken,
+) {
+    loop {
+        let now = *low.borrow_and_update();
+        feed.hub(crate::alarm::rules::STORAGE_LOW, now);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = low.changed() => if changed.is_err() {
+                // The writer is gone, which happens only while the hub stops.
+                stop.cancelled().await;
+                return;
+            },
+        }
     }
 }

@@ -455,6 +455,7 @@ async fn summaries_too_are_dropped_after_their_own_retention() {
         rollup_5m_days: 3,
         hourly_days: 10,
         daily_days: 3650,
+        ..HistoryConfig::default()
     };
     let h = Harness::start(old, retention);
     h.send(

@@ -346,7 +346,10 @@ impl EngineConfig {
             language: cfg.hub.language,
             devices,
             buses,
-            hub_rules: vec![Arc::new(super::rules::uplink_backlog_rule())],
+            hub_rules: vec![
+                Arc::new(super::rules::uplink_backlog_rule()),
+                Arc::new(super::rules::storage_low_rule()),
+            ],
             routes: cfg.routes.iter().map(route_of).collect(),
             inhibits,
             departments: cfg

@@ -124,6 +124,19 @@ pub fn uplink_backlog_rule() -> Rule {
     }
 }
 
+/// The hub's own rule: the data directory's disk is short of room and history sheds its oldest
+/// readings.
+pub const STORAGE_LOW: &str = "storage_low";
+
+pub fn storage_low_rule() -> Rule {
+    Rule {
+        id: Arc::from(STORAGE_LOW),
+        message: "存储空间不足，最旧的历史读数被删除以保留告警和待发数据".into(),
+        message_en: "Storage low: the oldest history readings are being deleted to keep alarms and the outbox".into(),
+        ..offline_rule()
+    }
+}
+
 /// A profile's default alarm as a rule (the profile loader has checked it).
 pub fn from_profile(a: &AlarmSpec) -> Rule {
     let cond = match &a.condition {

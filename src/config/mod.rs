@@ -182,7 +182,7 @@ pub struct ApiToken {
     pub sha256: String,
 }
 
-/// Retention of local history, in days.
+/// Retention of local history, in days, and the room it must leave on the disk.
 #[derive(Debug, Clone, Deserialize)]
 pub struct HistoryConfig {
     #[serde(default = "default_raw_days")]
@@ -193,6 +193,15 @@ pub struct HistoryConfig {
     pub hourly_days: u32,
     #[serde(default = "default_daily_days")]
     pub daily_days: u32,
+    /// Free space the data directory's disk must keep, MB: below it history sheds its oldest
+    /// readings (alarms, the push outbox and the uplink queue share that disk) and the storage
+    /// alarm stands.
+    #[serde(default = "default_min_free_mb")]
+    pub min_free_mb: u64,
+    /// The most history may take, MB (0: as much as the disk leaves); past it the oldest
+    /// readings are shed.
+    #[serde(default)]
+    pub max_db_mb: u64,
 }
 
 impl Default for HistoryConfig {
@@ -202,6 +211,8 @@ impl Default for HistoryConfig {
             rollup_5m_days: default_5m_days(),
             hourly_days: default_hourly_days(),
             daily_days: default_daily_days(),
+            min_free_mb: default_min_free_mb(),
+            max_db_mb: 0,
         }
     }
 }
@@ -217,6 +228,9 @@ fn default_hourly_days() -> u32 {
 }
 fn default_daily_days() -> u32 {
     3650
+}
+fn default_min_free_mb() -> u64 {
+    64
 }
 
 /// The OCPP 1.6J central system the hub runs for the park's EV chargers.

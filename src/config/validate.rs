@@ -251,6 +251,11 @@ fn check_history(c: &mut Check<'_, '_>, h: &HistoryConfig) {
             36_500,
         );
     }
+    let at = |k: &str| KeyPath::from("history").key(k);
+    check_range(c, at("min_free_mb"), clamp_i64(h.min_free_mb), 1, 1 << 20);
+    if h.max_db_mb != 0 {
+        check_range(c, at("max_db_mb"), clamp_i64(h.max_db_mb), 4, 1 << 24);
+    }
 }
 
 fn check_mqtt(c: &mut Check<'_, '_>, m: &MqttConfig) {

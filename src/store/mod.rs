@@ -17,6 +17,7 @@
 mod key;
 mod query;
 pub mod rollup;
+pub mod space;
 mod summaries;
 mod writer;
 
@@ -108,6 +109,10 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 
 /// Creates the tables of a new database and checks the version of an old one.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    // Pages freed by shedding go back to the disk, where alarms and the outbox need them. Only
+    // takes effect on a new database (before its first table); an older one reuses its free
+    // pages for history instead.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     conn.execute_batch(SCHEMA)?;
     let version: Option<i64> = conn
         .query_row(

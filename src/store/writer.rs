@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 
 use super::key::{self, chunk_of, chunk_start, pack, MAX_SERIES};
 use super::rollup::{day_start, hour_start, next_day_start, Agg, CounterState};
+use super::space::{self, Room};
 use super::summaries;
 use super::{migrate, PERIOD_5M, PERIOD_DAY, PERIOD_HOUR};
 use crate::config::HistoryConfig;
@@ -72,6 +73,10 @@ pub struct WriterStats {
     pub moved: AtomicU64,
     pub write_errors: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// Readings deleted, oldest first, to leave the disk the room it must keep.
+    pub shed: AtomicU64,
+    /// Whether the disk is short of room (the storage alarm); the writer sends each change.
+    pub storage_low: tokio::sync::watch::Sender<bool>,
     /// Seconds per committed batch of readings, for `/metrics`: a slowing SD card shows here
     /// long before it fails.
     pub write_seconds: prometheus_client::metrics::histogram::Histogram,
@@ -86,6 +91,8 @@ impl Default for WriterStats {
             moved: AtomicU64::default(),
             write_errors: AtomicU64::default(),
             last_error: Mutex::default(),
+            shed: AtomicU64::default(),
+            storage_low: tokio::sync::watch::Sender::new(false),
             // 0.5 ms .. 8 s: a commit on a healthy card takes milliseconds, a dying one seconds.
             write_seconds: prometheus_client::metrics::histogram::Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 15),
@@ -171,6 +178,18 @@ struct Writer {
     rollups: Rollups,
     last_retention: Option<Instant>,
     error_logged: bool,
+    room: Room,
+    /// The last write was refused for lack of room.
+    full: bool,
+    /// The storage alarm stands.
+    low: bool,
+    /// The disk's free space could not be read (logged once).
+    free_unknown: bool,
+    reserve: space::Reserve,
+    /// While short of room, history's size after its last shedding: it sheds what it grew
+    /// since, so it rotates at that size instead of shrinking to nothing when something else
+    /// holds the disk.
+    ceiling: Option<u64>,
 }
 
 /// Closed chunks are moved a minute after they end: readings are stamped when their answer
@@ -181,6 +200,8 @@ const MAX_BUFFERED: usize = 200_000;
 
 impl Writer {
     fn new(conn: Connection, opts: WriterOptions, stats: Arc<WriterStats>) -> anyhow::Result<Self> {
+        let room = Room::from_mb(opts.retention.min_free_mb, opts.retention.max_db_mb);
+        let reserve = space::Reserve::beside(&opts.path, opts.retention.min_free_mb);
         let mut w = Self {
             conn,
             opts,
@@ -190,6 +211,12 @@ impl Writer {
             rollups: Rollups::default(),
             last_retention: None,
             error_logged: false,
+            room,
+            full: false,
+            low: false,
+            free_unknown: false,
+            reserve,
+            ceiling: None,
         };
         w.register_series().context("registering series")?;
         w.states = last_states(&w.conn).context("reading the last states")?;
@@ -209,6 +236,8 @@ impl Writer {
         {
             w.rollups.last_bucket.insert(series, (bucket, state));
         }
+        // Before the hub starts: the storage alarm's state is known from the first moment.
+        w.make_room();
         Ok(w)
     }
 
@@ -333,7 +362,9 @@ impl Writer {
                 };
             }
             if last_maintain.elapsed() >= self.opts.maintain_every {
+                self.make_room();
                 if let Err(e) = self.maintain(false) {
+                    self.full |= is_full(&e);
                     self.note_error(format!("history maintenance: {e:#}"));
                 }
                 last_maintain = Instant::now();
@@ -361,7 +392,18 @@ impl Writer {
             return;
         }
         let started = Instant::now();
-        match self.insert(buf) {
+        // Before each batch, not each tick: a busy history fills megabytes between two ticks,
+        // and must not take what alarms and the outbox need. (A statvfs and three pragmas.)
+        self.make_room();
+        let mut done = self.insert(buf);
+        if done.as_ref().is_err_and(is_full) {
+            // Room is made at once rather than at the next tick: the readings wait in memory.
+            self.full = true;
+            self.make_room();
+            done = self.insert(buf);
+        }
+        self.full = done.as_ref().is_err_and(is_full);
+        match done {
             Ok(n) => {
                 self.stats
                     .write_seconds
@@ -384,6 +426,134 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Looks at the room left and sheds the oldest readings when there is too little; raises
+    /// or clears the storage alarm.
+    fn make_room(&mut self) {
+        let mut free = self.disk_free();
+        // Full to the last byte (a refused write, or all but a sliver gone): whoever needs to
+        // write next, history to delete or the alarm engine to record, gets the reserve.
+        let nearly_full = free.is_some_and(|f| f < self.reserve.size() / 2);
+        if (self.full || nearly_full) && self.reserve.release() {
+            warn!("the disk is full: released the reserve kept for this");
+            free = self.disk_free();
+        }
+        let pages = match db_pages(&self.conn) {
+            Ok(p) => p,
+            Err(e) => {
+                self.note_error(format!("measuring history: {e}"));
+                return;
+            }
+        };
+        // Free pages inside the file are room for history too: it reuses them before it asks
+        // the disk for more (they stay there when the database predates incremental vacuum).
+        let free = free.map(|f| f.saturating_add(pages.free_bytes()));
+        let verdict = self
+            .room
+            .verdict(free, pages.used_bytes(), self.full, self.low);
+        let used = pages.used_bytes();
+        let allowed = match self.ceiling {
+            Some(c) => used.saturating_sub(c),
+            // The first shedding of a shortage may take a quarter of history at most.
+            None => used / 4,
+        };
+        // A refused write needs room for its batch whatever history has grown.
+        let slice = if self.full { (used / 16).max(1) } else { 0 };
+        let want = verdict.shed.min(allowed.max(slice));
+        if want > 0 {
+            match self.shed(want) {
+                Ok(rows) => {
+                    self.stats.shed.fetch_add(rows, Ordering::Relaxed);
+                    // Told once per shortage; then it happens with every batch.
+                    if self.low {
+                        tracing::debug!(rows, "history: shed the oldest readings");
+                    } else {
+                        warn!(
+                            rows,
+                            free_mb = free.map(|f| f / (1 << 20)),
+                            "history: short of disk room; the oldest readings were deleted"
+                        );
+                    }
+                }
+                Err(e) => self.note_error(format!("shedding history: {e:#}")),
+            }
+        }
+        self.ceiling = match (verdict.low, db_pages(&self.conn)) {
+            // Kept from the first shedding: an overshoot must not lower it for good.
+            (true, Ok(p)) => Some(self.ceiling.unwrap_or(p.used_bytes())),
+            (true, Err(_)) => self.ceiling,
+            (false, _) => None,
+        };
+        if !verdict.low && !self.full {
+            if let Some(f) = free {
+                self.reserve.restore(f);
+            }
+        }
+        if verdict.low != self.low {
+            self.low = verdict.low;
+            if verdict.low {
+                warn!("storage low: history sheds its oldest readings to keep room for alarms and the outbox");
+            } else {
+                info!("storage has room again");
+            }
+            self.stats.storage_low.send_replace(verdict.low);
+        }
+    }
+
+    /// The data directory's free bytes, `None` (said once) if they cannot be read.
+    fn disk_free(&mut self) -> Option<u64> {
+        match self.opts.path.parent().map(space::free_bytes) {
+            Some(Ok(f)) => Some(f),
+            Some(Err(e)) if !self.free_unknown => {
+                warn!(error = %e, "cannot read the data directory's free space; history sheds only when a write is refused");
+                self.free_unknown = true;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Deletes readings, oldest first, until about `bytes` are free, and gives the pages back
+    /// to the disk. Closed chunks go first, a chunk at a time; the open chunks' readings only
+    /// when no closed one is left. Rollups stay: the summaries of what was shed remain.
+    fn shed(&mut self, bytes: u64) -> anyhow::Result<u64> {
+        let start = db_pages(&self.conn)?;
+        let goal = bytes.div_ceil(start.page_size.max(1));
+        let mut rows = 0u64;
+        while start.used().saturating_sub(db_pages(&self.conn)?.used()) < goal {
+            let oldest: Option<i64> =
+                self.conn
+                    .query_row("SELECT min(key) FROM sample", [], |r| r.get(0))?;
+            let n = match oldest {
+                Some(k) => self.conn.execute(
+                    "DELETE FROM sample WHERE key < ?1",
+                    [key::before_chunk(chunk_of(key::unpack(k).1) + 1)],
+                )?,
+                None => self.conn.execute(
+                    "DELETE FROM sample_hot WHERE rowid IN
+                       (SELECT rowid FROM sample_hot ORDER BY rowid LIMIT 512)",
+                    [],
+                )?,
+            };
+            if n == 0 {
+                break;
+            }
+            rows += n as u64;
+            // The pages go back to the disk and the WAL starts over at every step: on a full
+            // disk the WAL cannot grow by a whole shedding's worth. (Incremental vacuum is a
+            // no-op for a database made before it; the file shrinks at the checkpoint, which
+            // a reader may hold back: PASSIVE.)
+            self.conn.execute_batch("PRAGMA incremental_vacuum;")?;
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+        }
+        // The WAL's own blocks too: it keeps its largest size for reuse, which a short disk
+        // cannot spare. TRUNCATE waits for readers (up to the busy timeout); a busy answer
+        // only means it is given back at a later shedding.
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(rows)
     }
 
     fn insert(&mut self, buf: &[Reading]) -> anyhow::Result<u64> {
@@ -661,6 +831,45 @@ fn combine_into(
 }
 
 /// The newest stored state of every text series.
+/// The database's pages: its size and what of it is in use.
+struct Pages {
+    page_size: u64,
+    count: u64,
+    free: u64,
+}
+
+impl Pages {
+    fn used(&self) -> u64 {
+        self.count.saturating_sub(self.free)
+    }
+    fn used_bytes(&self) -> u64 {
+        self.used() * self.page_size
+    }
+    fn free_bytes(&self) -> u64 {
+        self.free * self.page_size
+    }
+}
+
+fn db_pages(conn: &Connection) -> rusqlite::Result<Pages> {
+    let get = |pragma: &str| -> rusqlite::Result<u64> {
+        conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get::<_, i64>(0))
+            .map(|v| u64::try_from(v).unwrap_or(0))
+    };
+    Ok(Pages {
+        page_size: get("page_size")?,
+        count: get("page_count")?,
+        free: get("freelist_count")?,
+    })
+}
+
+/// Whether an error was SQLite refusing a write for lack of room.
+fn is_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<rusqlite::Error>()
+            .is_some_and(space::is_full)
+    })
+}
+
 fn last_states(conn: &Connection) -> rusqlite::Result<HashMap<i64, String>> {
     let mut stmt = conn.prepare(
         "SELECT series, value FROM state_log AS s
