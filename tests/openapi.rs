@@ -18,8 +18,10 @@ use sha2::{Digest, Sha256};
 const SCHEMATHESIS: &str = "4.32.5";
 
 /// Test cases per operation and phase: enough to reach every status an operation has in a few
-/// minutes on two cores.
+/// minutes on two cores. `PARKHUB_SCHEMATHESIS_EXAMPLES` and `PARKHUB_SCHEMATHESIS_SEED` set
+/// another number and seed, for a longer hunt by hand.
 const EXAMPLES: &str = "40";
+const SEED: &str = "20261127";
 
 struct Hub {
     child: Child,
@@ -215,6 +217,9 @@ async fn schemathesis_finds_no_server_error_and_no_answer_that_differs_from_the_
     let started = Instant::now();
     let out = tokio::task::spawn_blocking({
         let (base, token) = (hub.base.clone(), hub.token.clone());
+        let examples =
+            std::env::var("PARKHUB_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| EXAMPLES.into());
+        let seed = std::env::var("PARKHUB_SCHEMATHESIS_SEED").unwrap_or_else(|_| SEED.into());
         let report = report.path().to_path_buf();
         move || {
             Command::new("python3")
@@ -225,14 +230,17 @@ async fn schemathesis_finds_no_server_error_and_no_answer_that_differs_from_the_
                 .env("SCHEMATHESIS_HOOKS", "")
                 .args(["-m", "schemathesis.cli"])
                 .arg("--config-file")
-                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/schemathesis.toml"))
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/tests/peers/schemathesis.toml"
+                ))
                 .arg("run")
                 .arg(format!("{base}/api/v1/openapi.json"))
                 .args(["--url", &base])
                 .args(["-H", &format!("Authorization: Bearer {token}")])
                 .args(["--checks", "all"])
-                .args(["--max-examples", EXAMPLES])
-                .args(["--seed", "20261127"])
+                .args(["--max-examples", &examples])
+                .args(["--seed", &seed])
                 // One worker: CPython 3.11 (Debian 12's) can fail parsing source in two threads
                 // at once ("AST constructor recursion depth mismatch"), which hypothesis does.
                 .args(["--workers", "1"])
@@ -265,8 +273,38 @@ async fn schemathesis_finds_no_server_error_and_no_answer_that_differs_from_the_
     drop(hub);
 }
 
+/// POSTs `body` in 4 KiB chunks without a length (what reqwest cannot do without its
+/// `stream` feature), and returns the status and the whole answer.
+async fn chunked_post(base: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    for chunk in body.chunks(4096) {
+        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), chunk, b"\r\n"].concat();
+        // The hub may answer and close before the whole body is sent.
+        if s.write_all(&framed).await.is_err() {
+            break;
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_document_is_open_lists_every_operation_and_the_stream_is_served_as_documented() {
+async fn the_document_is_open_and_the_stream_and_an_oversized_body_are_answered_as_it_says() {
     let hub = park().await;
     let client = common::http_client();
     // No token: the document carries the API's shape, no park data.
@@ -314,4 +352,26 @@ async fn the_document_is_open_lists_every_operation_and_the_stream_is_served_as_
     assert_eq!(refused.status(), 401);
     let body: Value = refused.json().await.unwrap();
     assert!(body["error"].is_string(), "{body}");
+
+    // A body over the limit is refused as documented (413, the API's error form), with its
+    // length declared or streamed in chunks without one.
+    let big = serde_json::json!({ "user": "x".repeat(65 * 1024), "password": "p" }).to_string();
+    let res = client
+        .post(format!("{}/api/v1/login", hub.base))
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "the request body is larger than 64 KiB");
+    let (status, answer) = chunked_post(&hub.base, "/api/v1/login", big.as_bytes()).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer.contains(r#"{"error":"the request body is larger than 64 KiB"}"#),
+        "{answer}"
+    );
+    let documented = &paths["/api/v1/login"]["post"]["responses"]["413"]["content"];
+    assert!(documented.get("application/json").is_some(), "{documented}");
 }

@@ -67,7 +67,7 @@ pub const PATH: &str = "/openapi.json";
         super::metrics::metrics,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&Security, &Refusals, &Times, &OptionalBodies),
+    modifiers(&Security, &Refusals, &Times, &OptionalBodies, &ClosedVariants),
     security(("bearer" = []), ("session" = [])),
     tags(
         (name = "hub", description = "The hub itself and console sign-in"),
@@ -234,6 +234,31 @@ impl Modify for OptionalBodies {
                 .and_then(|op| op.request_body.as_mut())
             {
                 body.required = Some(utoipa::openapi::Required::False);
+            }
+        }
+    }
+}
+
+/// Tagged enums whose variants take no other fields (`deny_unknown_fields`): utoipa closes
+/// structs so but not an enum's variants.
+const CLOSED_ENUMS: &[&str] = &["ChargerCommand"];
+
+struct ClosedVariants;
+
+impl Modify for ClosedVariants {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::AdditionalProperties;
+        let Some(components) = doc.components.as_mut() else {
+            return;
+        };
+        for name in CLOSED_ENUMS {
+            let Some(RefOr::T(Schema::OneOf(one))) = components.schemas.get_mut(*name) else {
+                continue;
+            };
+            for item in &mut one.items {
+                if let RefOr::T(Schema::Object(o)) = item {
+                    o.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+                }
             }
         }
     }
@@ -639,6 +664,36 @@ mod tests {
         );
         let stale: Vec<_> = documented.difference(&served).collect();
         assert!(stale.is_empty(), "documented but not routed: {stale:?}");
+    }
+
+    #[test]
+    fn request_bodies_are_closed_like_the_handlers_that_refuse_unknown_fields() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        for v in schemas["ChargerCommand"]["oneOf"].as_array().unwrap() {
+            assert_eq!(v["additionalProperties"], false, "{v}");
+        }
+        for name in [
+            "AckBody",
+            "ShelveBody",
+            "MaintenanceBody",
+            "Login",
+            "NewUser",
+        ] {
+            assert_eq!(schemas[name]["additionalProperties"], false, "{name}");
+        }
+        let ack = &doc["paths"]["/api/v1/alarms/{id}/ack"]["post"]["requestBody"];
+        assert_eq!(
+            ack["required"], false,
+            "an acknowledgement may come without a body"
+        );
+        let from = &doc["paths"]["/api/v1/history"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "from")
+            .unwrap()["schema"];
+        assert_eq!(from["pattern"], TIME);
     }
 
     #[test]
