@@ -5,8 +5,9 @@
 //! Reads go to the hub's live state, or to SQLite on the blocking pool; commands go to the
 //! alarm engine, which alone changes alarms, so an operator's click and a sensor's message can
 //! never race on one alarm. Every route but `health`, `openapi.json` (the API's OpenAPI
-//! document), `login`, `logout` and the console's files needs a bearer token of `[[api.token]]` or a console session, and the role the route asks for; the
-//! token's or user's name is who did it in the alarm's history.
+//! document), `login`, `logout` and the console's files needs a bearer token of
+//! `[[api.token]]` or a console session, and the role the route asks for; the token's or
+//! user's name is who did it in the alarm's history.
 
 mod auth;
 mod chargers;
