@@ -23,7 +23,8 @@ use crate::ocpp::messages::{
 use crate::ocpp::sessions::{Session, MAX_LIST};
 
 /// One port of a charger: a connector of an EV charger, a socket of an e-bike station.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+#[schema(as = Port)]
 pub struct PortView {
     pub port: u32,
     /// OCPP's status (`Available`, `Charging`, `Faulted`, …) or the station's state (`idle`,
@@ -32,38 +33,53 @@ pub struct PortView {
     /// OCPP's error code (`NoError`, …) or the station's fault label.
     pub error_code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub info: Option<String>,
     pub power_w: Option<f64>,
     pub energy_kwh: Option<f64>,
     pub temperature: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub soc: Option<f64>,
+    #[schema(value_type = Option<super::openapi::Running>)]
     pub session: Option<Running>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Charger)]
 pub struct ChargerOut {
+    #[schema(value_type = String)]
     pub id: Arc<str>,
     pub name: String,
     pub profile: String,
     /// `ev` (OCPP) or `ebike`.
+    #[schema(value_type = String)]
     pub kind: &'static str,
+    #[schema(required)]
     pub online: Option<bool>,
+    #[schema(required)]
     pub last_seen: Option<String>,
+    #[schema(value_type = super::openapi::Location)]
     pub location: Location,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub charge_point_id: Option<String>,
     /// Whether its WebSocket is open now (EV chargers).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub connected: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, value_type = Option<super::openapi::BootInfo>)]
     pub boot: Option<crate::ocpp::central::BootInfo>,
     /// The charger as a whole (connector 0) for EV chargers; smoke for e-bike stations.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub status: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub error_code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub smoke: Option<bool>,
     pub power_w: Option<f64>,
     pub ports: Vec<PortView>,
@@ -189,11 +205,27 @@ fn all(s: &Ctx) -> Vec<ChargerOut> {
 }
 
 /// `GET /chargers`: every charger of the park with its ports.
+#[utoipa::path(
+    get,
+    path = "/api/v1/chargers",
+    tag = "chargers",
+    responses((status = 200, description = "The chargers", body = Vec<ChargerOut>))
+)]
 pub(super) async fn list(_: Viewer, State(s): State<Ctx>) -> Json<Vec<ChargerOut>> {
     Json(all(&s))
 }
 
 /// `GET /chargers/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/chargers/{id}",
+    tag = "chargers",
+    params(("id" = String, Path, description = "The charger's device id")),
+    responses(
+        (status = 200, description = "The charger", body = ChargerOut),
+        (status = 404, description = "No such charger", body = super::error::ErrorBody),
+    )
+)]
 pub(super) async fn one(
     _: Viewer,
     State(s): State<Ctx>,
@@ -207,14 +239,29 @@ pub(super) async fn one(
         .ok_or_else(|| ApiError::NotFound(format!("no charger `{id}`")))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SessionsQuery {
+    /// Only this EV charger's sessions.
     device: Option<String>,
+    /// How many, 1 to 1000; default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 /// `GET /sessions[?device=&limit=]`: the charging log, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions",
+    tag = "chargers",
+    params(SessionsQuery),
+    responses(
+        (status = 200, description = "The sessions, newest first", body = Vec<super::openapi::ChargingSession>),
+        (status = 404, description = "No such EV charger", body = super::error::ErrorBody),
+        (status = 500, description = "Reading the charging log failed", body = super::error::ErrorBody),
+    )
+)]
 pub(super) async fn sessions(
     _: Viewer,
     State(s): State<Ctx>,
@@ -242,23 +289,32 @@ pub(super) async fn sessions(
 }
 
 /// An operator's command, as posted.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "action", deny_unknown_fields)]
+#[schema(as = ChargerCommand)]
 pub(super) enum CommandBody {
     RemoteStopTransaction {
+        #[serde(deserialize_with = "super::whole::de")]
         transaction_id: i32,
     },
     Reset {
+        /// `Soft` when left out.
         #[serde(rename = "type", default = "soft")]
+        #[schema(value_type = super::openapi::ResetKind)]
         kind: ResetType,
     },
     UnlockConnector {
+        /// 1 or more.
+        #[serde(deserialize_with = "super::whole::de")]
+        #[schema(minimum = 1)]
         connector: u32,
     },
     ChangeAvailability {
-        #[serde(default)]
+        /// 0 (the default) is the whole charger.
+        #[serde(default, deserialize_with = "super::whole::de")]
         connector: u32,
         #[serde(rename = "type")]
+        #[schema(value_type = super::openapi::Availability)]
         kind: AvailabilityType,
     },
 }
@@ -294,11 +350,14 @@ impl CommandBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct CommandAnswer {
+    #[schema(value_type = String)]
     action: &'static str,
     /// The charger's answer: `Accepted`, `Rejected`, `Unlocked`, `Scheduled`, ….
     status: String,
+    /// The charger's whole answer, as OCPP has it.
+    #[schema(value_type = Object)]
     answer: Value,
 }
 
@@ -335,6 +394,20 @@ impl From<CommandError> for ApiError {
 }
 
 /// `POST /chargers/{id}/commands` (operator): sends the command and returns the charger's answer.
+#[utoipa::path(
+    post,
+    path = "/api/v1/chargers/{id}/commands",
+    tag = "chargers",
+    params(("id" = String, Path, description = "The EV charger's device id")),
+    request_body(content = CommandBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The charger's answer", body = CommandAnswer),
+        (status = 404, description = "No such EV charger", body = super::error::ErrorBody),
+        (status = 409, description = "The charger is not connected, or busy with another command", body = super::error::ErrorBody),
+        (status = 502, description = "The charger refused the call, answered wrongly or hung up", body = super::error::ErrorBody),
+        (status = 504, description = "The charger did not answer in time", body = super::error::ErrorBody),
+    )
+)]
 pub(super) async fn command(
     Operator(who): Operator,
     State(s): State<Ctx>,

@@ -79,6 +79,13 @@ fn device(s: &Ctx, id: &str) -> Result<DeviceState, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no device `{id}`")))
 }
 
+/// Every device with its status and statistics.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices",
+    tag = "devices",
+    responses((status = 200, description = "The devices", body = Vec<super::openapi::Device>))
+)]
 pub(super) async fn list(_: Viewer, State(s): State<Ctx>) -> Json<serde_json::Value> {
     let devices = s.state.hub.devices();
     Json(json!(devices
@@ -87,6 +94,17 @@ pub(super) async fn list(_: Viewer, State(s): State<Ctx>) -> Json<serde_json::Va
         .collect::<Vec<_>>()))
 }
 
+/// One device with its latest values.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/{id}",
+    tag = "devices",
+    params(("id" = String, Path, description = "The device's id")),
+    responses(
+        (status = 200, description = "The device", body = super::openapi::Device),
+        (status = 404, description = "No such device", body = super::error::ErrorBody),
+    )
+)]
 pub(super) async fn one(
     _: Viewer,
     State(s): State<Ctx>,
@@ -97,6 +115,18 @@ pub(super) async fn one(
     Ok(Json(json!(view(&d, true))))
 }
 
+/// A device's latest value of each point.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/{id}/latest",
+    tag = "devices",
+    params(("id" = String, Path, description = "The device's id")),
+    responses(
+        (status = 200, description = "Point name → latest value",
+            body = std::collections::BTreeMap<String, super::openapi::Latest>),
+        (status = 404, description = "No such device", body = super::error::ErrorBody),
+    )
+)]
 pub(super) async fn latest(
     _: Viewer,
     State(s): State<Ctx>,
@@ -120,6 +150,16 @@ fn worse(a: &str, b: &str) -> bool {
     rank(a) < rank(b)
 }
 
+/// The overview page: device and alarm counts, today's use, the park's layout.
+#[utoipa::path(
+    get,
+    path = "/api/v1/overview",
+    tag = "devices",
+    responses(
+        (status = 200, description = "The overview", body = super::openapi::Overview),
+        (status = 500, description = "A database read failed", body = super::error::ErrorBody),
+    )
+)]
 pub(super) async fn overview(
     _: Viewer,
     State(s): State<Ctx>,

@@ -5,6 +5,7 @@ use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, Que
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 
 use super::auth::role_name;
 use crate::alarm::engine::CommandError;
@@ -70,16 +71,30 @@ impl ApiError {
     }
 }
 
+/// The body of every refusal.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a person to read.
+    pub error: String,
+    /// With 429: seconds until a login may be tried again (also in `Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1)]
+    pub retry_after_s: Option<u64>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), error = %self, "api request failed");
         }
-        let mut body = serde_json::json!({ "error": self.to_string() });
-        if let ApiError::TooManyAttempts { retry_after_s } = self {
-            body["retry_after_s"] = retry_after_s.into();
-        }
+        let body = ErrorBody {
+            error: self.to_string(),
+            retry_after_s: match self {
+                ApiError::TooManyAttempts { retry_after_s } => Some(retry_after_s),
+                _ => None,
+            },
+        };
         let mut res = (status, Json(body)).into_response();
         match self {
             // RFC 6750: a client without a token is told the scheme; one with a bad token

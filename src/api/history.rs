@@ -136,17 +136,41 @@ fn csv(name: &str, body: String) -> Response {
         .into_response()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct HistoryQuery {
+    /// The device's id.
     device: String,
+    /// The point's name.
     point: String,
+    /// RFC 3339, unix seconds or a local `YYYY-MM-DD`, in 1970..2100; default: a day before
+    /// `to`.
     from: Option<String>,
+    /// As `from`; default: now.
     to: Option<String>,
+    /// Summarise per this many seconds (1 to 31 622 400) instead of raw readings.
+    #[param(minimum = 1, maximum = 31_622_400)]
     step: Option<i64>,
+    /// `json` (the default) or `csv`.
+    #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
 }
 
+/// One point's readings (or, for a text point, its changes), oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/history",
+    tag = "devices",
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "The readings",
+            content((Vec<super::openapi::HistoryRow> = "application/json"), (String = "text/csv"))),
+        (status = 404, description = "No such device, or no history of that point", body = super::error::ErrorBody),
+        (status = 500, description = "A history read failed", body = super::error::ErrorBody),
+        (status = 503, description = "This hub keeps no history, or is stopping", body = super::error::ErrorBody),
+    )
+)]
 pub(super) async fn history(
     _: Viewer,
     State(s): State<Ctx>,
@@ -227,14 +251,25 @@ pub(super) async fn history(
     Ok(Json(rows).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct EnergyQuery {
+    /// `device`, `building` (the default) or `tenant`.
+    #[param(pattern = "^(device|building|tenant)$")]
     by: Option<String>,
+    /// `hour`, `day` (the default) or `month`, in the park's time zone.
+    #[param(pattern = "^(hour|day|month)$")]
     period: Option<String>,
+    /// `electricity` (the default) or `water`.
+    #[param(pattern = "^(electricity|water)$")]
     kind: Option<String>,
+    /// As in `/history`; default: a day, 30 days or a year before `to`, by period.
     from: Option<String>,
+    /// As in `/history`; default: now.
     to: Option<String>,
+    /// `json` (the default) or `csv`.
+    #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
 }
 
@@ -272,6 +307,19 @@ async fn usage(
     .await
 }
 
+/// Energy or water use per device, building or tenant, per hour, day or month.
+#[utoipa::path(
+    get,
+    path = "/api/v1/energy",
+    tag = "devices",
+    params(EnergyQuery),
+    responses(
+        (status = 200, description = "The use",
+            content((super::openapi::Energy = "application/json"), (String = "text/csv"))),
+        (status = 500, description = "A history read failed", body = super::error::ErrorBody),
+        (status = 503, description = "This hub keeps no history, or is stopping", body = super::error::ErrorBody),
+    )
+)]
 pub(super) async fn energy(
     _: Viewer,
     State(s): State<Ctx>,

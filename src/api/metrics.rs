@@ -65,6 +65,13 @@ fn gauge(reg: &mut Registry, name: &str, help: &str, value: i64) {
     reg.register(name, help, g);
 }
 
+/// The hub's health for Prometheus (viewer), outside `/api/v1`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "hub",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String))
+)]
 pub(super) async fn metrics(_: Viewer, State(s): State<Ctx>) -> Result<Response, ApiError> {
     let mut reg = Registry::with_prefix("parkhub");
     gauge(

@@ -4,9 +4,10 @@
 //!
 //! Reads go to the hub's live state, or to SQLite on the blocking pool; commands go to the
 //! alarm engine, which alone changes alarms, so an operator's click and a sensor's message can
-//! never race on one alarm. Every route but `health`, `login` and the console's files needs a
-//! bearer token of `[[api.token]]` or a console session, and the role the route asks for; the
-//! token's or user's name is who did it in the alarm's history.
+//! never race on one alarm. Every route but `health`, `openapi.json` (the API's OpenAPI
+//! document), `login`, `logout` and the console's files needs a bearer token of
+//! `[[api.token]]` or a console session, and the role the route asks for; the token's or
+//! user's name is who did it in the alarm's history.
 
 mod auth;
 mod chargers;
@@ -16,6 +17,7 @@ mod energy;
 mod error;
 mod history;
 mod metrics;
+pub mod openapi;
 mod session;
 mod stream;
 mod view;
@@ -161,8 +163,21 @@ pub fn router(state: ApiState) -> Router {
         history,
         limiter: Mutex::new(LoginLimiter::new()),
     });
+    let mut app = routes().with_state(shared).merge(console::router());
+    if let Some(cors) = cors {
+        app = app.layer(cors);
+    }
+    // Compresses JSON, CSV and the console; the event stream is left alone (by the layer's
+    // default predicate), since compressing it would hold events back.
+    app.layer(tower_http::compression::CompressionLayer::new())
+}
+
+/// The API's routes and `/metrics`; every one of them is in the OpenAPI document (a test of
+/// `openapi` walks them).
+fn routes() -> Router<Ctx> {
     let v1 = Router::new()
         .route("/health", get(health))
+        .route(openapi::PATH, get(openapi::openapi_json))
         .route("/login", post(session::login))
         .route("/logout", post(session::logout))
         .route("/me", get(session::me))
@@ -188,19 +203,10 @@ pub fn router(state: ApiState) -> Router {
         // with others that bring their own fallback.
         .fallback(no_route)
         .method_not_allowed_fallback(no_method)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(shared.clone());
-    let mut app = Router::new()
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    Router::new()
         .nest("/api/v1", v1)
         .route("/metrics", get(metrics::metrics))
-        .with_state(shared)
-        .merge(console::router());
-    if let Some(cors) = cors {
-        app = app.layer(cors);
-    }
-    // Compresses JSON, CSV and the console; the event stream is left alone (by the layer's
-    // default predicate), since compressing it would hold events back.
-    app.layer(tower_http::compression::CompressionLayer::new())
 }
 
 /// CORS: none at all unless origins are configured; then only those, only to read and to
@@ -380,6 +386,50 @@ where
     }
 }
 
+/// Whole numbers in request bodies. JSON has one number type: `30.0` is thirty to a Python or
+/// JavaScript client (and to JSON Schema's `integer`), so a whole float is taken like `30`;
+/// `30.5` and out-of-range values are still refused.
+mod whole {
+    use serde::de::{Deserializer, Error};
+    use serde::Deserialize;
+
+    fn number<'de, D: Deserializer<'de>, T>(n: serde_json::Number) -> Result<T, D::Error>
+    where
+        T: TryFrom<i64> + TryFrom<u64>,
+    {
+        let fits = || D::Error::custom(format!("{n} is not a whole number in range"));
+        if let Some(u) = n.as_u64() {
+            return T::try_from(u).map_err(|_| fits());
+        }
+        if let Some(i) = n.as_i64() {
+            return T::try_from(i).map_err(|_| fits());
+        }
+        match n.as_f64() {
+            // Beyond ±2^53 a float no longer tells whole numbers apart.
+            Some(f) if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 => {
+                T::try_from(f as i64).map_err(|_| fits())
+            }
+            _ => Err(fits()),
+        }
+    }
+
+    pub fn de<'de, D: Deserializer<'de>, T>(d: D) -> Result<T, D::Error>
+    where
+        T: TryFrom<i64> + TryFrom<u64>,
+    {
+        number::<D, T>(serde_json::Number::deserialize(d)?)
+    }
+
+    pub fn opt<'de, D: Deserializer<'de>, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        T: TryFrom<i64> + TryFrom<u64>,
+    {
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(number::<D, T>)
+            .transpose()
+    }
+}
+
 /// Runs a store read on the blocking pool.
 async fn read<T, F>(s: &Shared, f: F) -> Result<T, ApiError>
 where
@@ -405,6 +455,14 @@ fn shelved(
         .collect())
 }
 
+/// The hub answers: for load balancers and watchdogs, without a token.
+#[utoipa::path(
+    get,
+    path = "/api/v1/health",
+    tag = "hub",
+    security(()),
+    responses((status = 200, description = "The hub is up", body = openapi::Health))
+)]
 async fn health(State(s): State<Ctx>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "status": "ok",
@@ -413,11 +471,22 @@ async fn health(State(s): State<Ctx>) -> Json<serde_json::Value> {
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// `active` (the default): open alarms; `all`: the newest 500 of any state.
+    #[param(pattern = "^(active|all)$")]
     state: Option<String>,
 }
 
+/// Alarms, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/alarms",
+    tag = "alarms",
+    params(ListQuery),
+    responses((status = 200, description = "The alarms", body = Vec<AlarmView>))
+)]
 async fn list_alarms(
     _: Viewer,
     State(s): State<Ctx>,
@@ -444,6 +513,17 @@ async fn list_alarms(
     ))
 }
 
+/// One alarm with its events and push deliveries.
+#[utoipa::path(
+    get,
+    path = "/api/v1/alarms/{id}",
+    tag = "alarms",
+    params(("id" = i64, Path, description = "The alarm's id")),
+    responses(
+        (status = 200, description = "The alarm", body = AlarmDetail),
+        (status = 404, description = "No such alarm", body = error::ErrorBody),
+    )
+)]
 async fn alarm(
     _: Viewer,
     State(s): State<Ctx>,
@@ -472,12 +552,28 @@ async fn alarm(
     }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AckBody {
+    /// What was done; blank is none.
     comment: Option<String>,
 }
 
+/// Acknowledges an alarm (operator); the body may be left out.
+#[utoipa::path(
+    post,
+    path = "/api/v1/alarms/{id}/ack",
+    tag = "alarms",
+    params(("id" = i64, Path, description = "The alarm's id")),
+    request_body(content = AckBody, content_type = "application/json",
+        description = "May be left out (an empty body)"),
+    responses(
+        (status = 200, description = "The acknowledged alarm", body = AlarmView),
+        (status = 404, description = "No such alarm", body = error::ErrorBody),
+        (status = 409, description = "Already acknowledged, or closed", body = error::ErrorBody),
+        (status = 503, description = "The hub is stopping", body = error::ErrorBody),
+    )
+)]
 async fn ack(
     Operator(who): Operator,
     State(s): State<Ctx>,
@@ -494,13 +590,32 @@ async fn ack(
     Ok(Json(AlarmView::from(&row)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ShelveBody {
+    /// How long: 1 to `[alarms] max_shelve_minutes` (480 unless configured; at most 10 080).
+    #[serde(deserialize_with = "whole::de")]
+    #[schema(minimum = 1, maximum = 10_080)]
     minutes: u64,
+    /// Why nobody needs to be told for a while; not blank.
+    #[schema(pattern = "\\S")]
     reason: String,
 }
 
+/// Shelves an alarm (operator): nobody is told of it until the time is up.
+#[utoipa::path(
+    post,
+    path = "/api/v1/alarms/{id}/shelve",
+    tag = "alarms",
+    params(("id" = i64, Path, description = "The alarm's id")),
+    request_body(content = ShelveBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The shelved alarm", body = AlarmView),
+        (status = 404, description = "No such alarm", body = error::ErrorBody),
+        (status = 409, description = "The alarm is closed", body = error::ErrorBody),
+        (status = 503, description = "The hub is stopping", body = error::ErrorBody),
+    )
+)]
 async fn shelve(
     Operator(who): Operator,
     State(s): State<Ctx>,
@@ -519,15 +634,33 @@ async fn shelve(
     Ok(Json(AlarmView::from(&row)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MaintenanceBody {
+    /// Out of service (`true`) or back (`false`).
     on: bool,
+    /// Why; required to take a device out of service.
     #[serde(default)]
     reason: String,
+    /// For how long, 1 to 43 200 minutes (30 days); left out: until put back.
+    #[serde(default, deserialize_with = "whole::opt")]
+    #[schema(minimum = 1, maximum = 43_200)]
     minutes: Option<u64>,
 }
 
+/// Takes a device out of service or puts it back (operator): its alarms close quietly.
+#[utoipa::path(
+    post,
+    path = "/api/v1/devices/{id}/maintenance",
+    tag = "devices",
+    params(("id" = String, Path, description = "The device's id")),
+    request_body(content = MaintenanceBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Done", body = openapi::MaintenanceSet),
+        (status = 404, description = "No such device", body = error::ErrorBody),
+        (status = 503, description = "The hub is stopping", body = error::ErrorBody),
+    )
+)]
 async fn maintenance(
     Operator(who): Operator,
     State(s): State<Ctx>,
@@ -544,6 +677,9 @@ async fn maintenance(
     let minutes = if body.on {
         check_maintenance(body.minutes, &reason)?
     } else {
+        // Nothing to time when putting a device back; a window out of range is still a
+        // mistake of the client's, and is refused rather than silently dropped.
+        check_minutes(body.minutes)?;
         None
     };
     s.state
@@ -561,6 +697,10 @@ fn check_maintenance(minutes: Option<u64>, reason: &str) -> Result<Option<u64>, 
             "taking a device out of service needs a reason".into(),
         ));
     }
+    check_minutes(minutes)
+}
+
+fn check_minutes(minutes: Option<u64>) -> Result<Option<u64>, ApiError> {
     match minutes {
         Some(m) if m == 0 || m > MAX_MAINTENANCE_MINUTES => Err(ApiError::BadRequest(format!(
             "minutes must be between 1 and {MAX_MAINTENANCE_MINUTES}, or left out for \
@@ -600,6 +740,41 @@ mod tests {
         assert!(!is_json(&content_type("application/x-www-form-urlencoded")));
         assert!(!is_json(&content_type("text/plain")));
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Whole {
+        #[serde(deserialize_with = "whole::de")]
+        n: u32,
+        #[serde(default, deserialize_with = "whole::opt")]
+        m: Option<i32>,
+    }
+
+    #[test]
+    fn a_whole_number_sent_as_a_float_is_taken_and_fractions_and_overflow_are_not() {
+        let w: Whole = serde_json::from_str(r#"{"n": 30.0, "m": -2.0}"#).unwrap();
+        assert_eq!((w.n, w.m), (30, Some(-2)));
+        let w: Whole = serde_json::from_str(r#"{"n": 7}"#).unwrap();
+        assert_eq!((w.n, w.m), (7, None));
+        let w: Whole = serde_json::from_str(r#"{"n": 7, "m": null}"#).unwrap();
+        assert_eq!(w.m, None);
+        for bad in [
+            r#"{"n": 30.5}"#,
+            r#"{"n": -1}"#,
+            r#"{"n": 4294967296}"#,
+            r#"{"n": 1e300}"#,
+            r#"{"n": "30"}"#,
+            r#"{"n": 1, "m": 2147483648.0}"#,
+        ] {
+            assert!(serde_json::from_str::<Whole>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_maintenance_window_out_of_range_is_refused_even_when_putting_a_device_back() {
+        assert!(check_minutes(Some(0)).is_err());
+        assert!(check_minutes(Some(MAX_MAINTENANCE_MINUTES + 1)).is_err());
+        assert_eq!(check_minutes(None).unwrap(), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::{Admin, ApiError, Ctx, JsonBody, Viewer};
 use crate::config::Role;
 use crate::users::{UserError, Users, PASSWORD_MAX, SESSION_MAX};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Login {
     user: String,
@@ -38,6 +38,24 @@ fn users(s: &Ctx) -> Result<std::sync::Arc<Users>, ApiError> {
     })
 }
 
+/// Trades a console user's name and password for a session cookie.
+#[utoipa::path(
+    post,
+    path = "/api/v1/login",
+    tag = "hub",
+    security(()),
+    request_body(content = Login, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Signed in; `Set-Cookie` carries the session",
+            body = super::openapi::SignedIn,
+            headers(("Set-Cookie" = String, description = "The session cookie, HttpOnly, SameSite=Strict"))),
+        (status = 401, description = "Wrong user name or password", body = super::error::ErrorBody),
+        (status = 429, description = "Too many failed logins from this address or for this user",
+            body = super::error::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "This hub has no console users", body = super::error::ErrorBody),
+    )
+)]
 pub(super) async fn login(
     State(s): State<Ctx>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -89,6 +107,17 @@ pub(super) async fn login(
         .into_response())
 }
 
+/// Ends the console session of the cookie sent, if any; always clears the cookie.
+#[utoipa::path(
+    post,
+    path = "/api/v1/logout",
+    tag = "hub",
+    security(()),
+    responses(
+        (status = 204, description = "Signed out; `Set-Cookie` clears the session cookie",
+            headers(("Set-Cookie" = String, description = "The session cookie, expired"))),
+    )
+)]
 pub(super) async fn logout(State(s): State<Ctx>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let (Some(users), Some(cookie)) = (s.state.users.clone(), auth::session_cookie(&headers)) {
         tokio::task::spawn_blocking(move || users.end_session(&cookie))
@@ -99,6 +128,13 @@ pub(super) async fn logout(State(s): State<Ctx>, headers: HeaderMap) -> Result<R
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, set)]).into_response())
 }
 
+/// Who the caller is, and the hub's name, language and time zone.
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    tag = "hub",
+    responses((status = 200, description = "The caller", body = super::openapi::Me))
+)]
 pub(super) async fn me(Viewer(who): Viewer, State(s): State<Ctx>) -> Json<serde_json::Value> {
     let site = &s.state.site;
     Json(json!({
@@ -113,6 +149,16 @@ pub(super) async fn me(Viewer(who): Viewer, State(s): State<Ctx>) -> Json<serde_
     }))
 }
 
+/// The console's users (admin).
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "hub",
+    responses(
+        (status = 200, description = "The users", body = Vec<super::openapi::User>),
+        (status = 503, description = "This hub has no console users", body = super::error::ErrorBody),
+    )
+)]
 pub(super) async fn list_users(
     _: Admin,
     State(s): State<Ctx>,
@@ -134,14 +180,30 @@ pub(super) async fn list_users(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewUser {
+    /// Letters of any script, digits and `-_.@`.
+    #[schema(min_length = 1, max_length = 64)]
     name: String,
+    #[schema(value_type = super::openapi::RoleName)]
     role: Role,
+    #[schema(min_length = 8, max_length = 1024)]
     password: String,
 }
 
+/// Adds a console user (admin).
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "hub",
+    request_body(content = NewUser, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Added", body = super::openapi::UserAdded),
+        (status = 409, description = "A user of that name exists", body = super::error::ErrorBody),
+        (status = 503, description = "This hub has no console users", body = super::error::ErrorBody),
+    )
+)]
 pub(super) async fn add_user(
     Admin(who): Admin,
     State(s): State<Ctx>,
@@ -175,6 +237,18 @@ pub(super) async fn add_user(
         .into_response())
 }
 
+/// Removes a console user and ends their sessions (admin).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{name}",
+    tag = "hub",
+    params(("name" = String, Path, description = "The user's name")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such user", body = super::error::ErrorBody),
+        (status = 503, description = "This hub has no console users", body = super::error::ErrorBody),
+    )
+)]
 pub(super) async fn remove_user(
     Admin(who): Admin,
     State(s): State<Ctx>,

@@ -23,6 +23,14 @@ use crate::live::LiveEvent;
 /// Proxies and browsers drop a silent connection; a comment this often keeps it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// The hub's live events as server-sent events: `reading`, `alarm`, `device`, and `resync`
+/// for a client that fell behind; a comment every 15 s keeps the connection open.
+#[utoipa::path(
+    get,
+    path = "/api/v1/stream",
+    tag = "devices",
+    responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String))
+)]
 pub(super) async fn stream(
     _: Viewer,
     State(s): State<Ctx>,

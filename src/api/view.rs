@@ -12,9 +12,12 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = Alarm)]
 pub struct AlarmView {
     pub id: i64,
+    /// `unacked`, `acked`, `rtn_unacked` (cleared, not yet acknowledged) or `normal` (closed).
+    #[schema(value_type = String)]
     pub state: &'static str,
     pub severity: String,
     pub category: String,
@@ -33,6 +36,8 @@ pub struct AlarmView {
     /// Inhibited by another alarm, in maintenance, or shelved: nobody is told of it now.
     pub suppressed: bool,
     pub rule: String,
+    /// `device`, `bus` or `hub`.
+    #[schema(value_type = String)]
     pub scope: &'static str,
     /// The value that last decided the condition.
     pub value: Option<serde_json::Value>,
@@ -74,7 +79,8 @@ impl From<&AlarmRow> for AlarmView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = AlarmEvent)]
 pub struct EventView {
     pub ts: String,
     pub event: String,
@@ -93,7 +99,8 @@ impl From<&EventRow> for EventView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = Delivery)]
 pub struct DeliveryView {
     pub id: i64,
     pub channel: String,
@@ -123,7 +130,7 @@ impl From<&Delivery> for DeliveryView {
 }
 
 /// One alarm with its history, for `GET /alarms/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AlarmDetail {
     #[serde(flatten)]
     pub alarm: AlarmView,
