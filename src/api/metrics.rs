@@ -209,6 +209,18 @@ pub(super) async fn metrics(_: Viewer, State(s): State<Ctx>) -> Result<Response,
             "Readings given up after history kept refusing them",
             w.dropped.load(Ordering::Relaxed),
         );
+        counter(
+            &mut reg,
+            "store_shed",
+            "Readings deleted, oldest first, to keep the disk's minimum free",
+            w.shed.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut reg,
+            "storage_low",
+            "1 while the data directory's disk is short of room (the storage alarm)",
+            i64::from(*w.storage_low.borrow()),
+        );
         reg.register(
             "store_write_seconds",
             "Time to commit one batch of readings to history",
