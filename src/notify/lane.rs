@@ -143,7 +143,7 @@ impl Channel {
         match rb.body(req.body).send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let body = resp.bytes().await.unwrap_or_default();
+                let body = super::answer_of(resp).await;
                 channel::judge(self.kind, status, &body)
             }
             // Without the URL: robot URLs carry their access token.

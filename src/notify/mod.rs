@@ -263,6 +263,23 @@ pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
         .context("building the HTTP client")
 }
 
+/// The most of a receiver's answer the hub reads: a chat service's verdict or an error's first
+/// lines fit in far less, and a hostile or broken receiver must not fill the memory.
+pub const MAX_ANSWER: usize = 64 * 1024;
+
+/// The start of a response's body, at most [`MAX_ANSWER`] bytes; the rest is not read.
+pub(crate) async fn answer_of(mut resp: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = MAX_ANSWER - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_ANSWER {
+            break;
+        }
+    }
+    body
+}
+
 /// A failed request in words: reqwest's message and its causes ("connection refused",
 /// "certificate not valid"…), without the URL, which for a chat robot carries its token.
 pub fn describe(e: reqwest::Error) -> String {
@@ -286,5 +303,30 @@ impl Language {
             Language::ZhCn => "zh-CN",
             Language::En => "en",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_the_start_of_a_huge_answer_is_read() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // 32 MB of answer, sent as it is read: a receiver that never stops talking.
+        let app = axum::Router::new().fallback(|| async {
+            let chunks = (0..512).map(|_| Ok::<_, std::io::Error>(vec![b'x'; 64 * 1024]));
+            axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let resp = http_client()
+            .unwrap()
+            .post(format!("http://{addr}/hook"))
+            .send()
+            .await
+            .unwrap();
+        let body = answer_of(resp).await;
+        assert_eq!(body.len(), MAX_ANSWER);
     }
 }

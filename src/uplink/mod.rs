@@ -210,7 +210,8 @@ impl Sender {
                     Ok(resp) if resp.status().is_success() => Ok(()),
                     Ok(resp) => {
                         let status = resp.status();
-                        let text = resp.text().await.unwrap_or_default();
+                        let answer = crate::notify::answer_of(resp).await;
+                        let text = String::from_utf8_lossy(&answer);
                         Err(format!(
                             "HTTP {status}: {}",
                             crate::notify::message::fit(text.trim(), 200)
