@@ -29,6 +29,9 @@ const METERS: [(u8, &str); 4] = [
 const SMOKES: usize = 4;
 const DOORS: usize = 2;
 
+/// Stored readings: (device, point, ts in ms) → the values stored at that key.
+type History = BTreeMap<(String, String, i64), BTreeSet<String>>;
+
 /// A small seeded generator (xorshift64*), so a failing run can be repeated from its seed.
 struct Rng(u64);
 
@@ -241,7 +244,7 @@ max_retry_s = 2
     }
 
     /// Every stored reading: (device, point, ts in ms) → the values stored at that key.
-    fn history(&self) -> BTreeMap<(String, String, i64), BTreeSet<String>> {
+    fn history(&self) -> History {
         let c = self.read("history.sqlite");
         let mut out: BTreeMap<_, BTreeSet<String>> = BTreeMap::new();
         let mut q = c
@@ -462,7 +465,7 @@ async fn a_hub_killed_with_minus_9_twenty_times_under_full_load_loses_nothing_it
     let publisher = sensors(broker.port, run.clone());
 
     // What each killed run left on disk, and when it was killed (ms).
-    let mut stored: Vec<(i64, BTreeMap<(String, String, i64), BTreeSet<String>>)> = Vec::new();
+    let mut stored: Vec<(i64, History)> = Vec::new();
     let acked: Arc<Mutex<BTreeSet<i64>>> = Default::default();
     const KILLS: usize = 20;
     for round in 0..KILLS {
@@ -596,6 +599,30 @@ fn raised_since(site: &Site, rule: &str, since: i64) -> i64 {
              WHERE a.rule = '{rule}' AND e.event = 'raised' AND e.ts >= {since}"
         ),
     )
+}
+
+/// Waits for the line's comm alarm (`bus_offline`: nothing on it answers) raised since `since`
+/// (ms); its id.
+async fn wait_for_line_alarm(site: &Site, since: i64) -> i64 {
+    let sql = format!(
+        "SELECT coalesce(max(id), 0) FROM alarm WHERE rule = 'bus_offline' AND category = 'comm' AND raised_at >= {since}"
+    );
+    wait_until(Duration::from_secs(60), "the line's comm alarm", || {
+        site.count("alarms.sqlite", &sql) > 0
+    })
+    .await;
+    site.count("alarms.sqlite", &sql)
+}
+
+/// Waits until alarm `id` has cleared.
+async fn wait_for_cleared(site: &Site, id: i64) {
+    let sql = format!("SELECT count(*) FROM alarm_event WHERE alarm = {id} AND event = 'cleared'");
+    wait_until(
+        Duration::from_secs(60),
+        &format!("the line's comm alarm {id} cleared"),
+        || site.count("alarms.sqlite", &sql) > 0,
+    )
+    .await;
 }
 
 async fn online(site: &Site, device: &str) -> Option<bool> {
@@ -733,15 +760,7 @@ async fn the_broker_the_webhook_the_cloud_and_the_meters_go_away_and_come_back_a
         futures_block(online(&site, "m1")) == Some(false)
     })
     .await;
-    wait_until(minute, "a comm alarm for the dead line", || {
-        site.count(
-            "alarms.sqlite",
-            &format!(
-                "SELECT count(*) FROM alarm WHERE category = 'comm' AND raised_at >= {gone} AND (rule = 'bus_offline' OR (rule = 'offline' AND source LIKE 'm%'))"
-            ),
-        ) > 0
-    })
-    .await;
+    let line_alarm = wait_for_line_alarm(&site, gone).await;
     meters = meters.restart().await;
     let restarted = now_ms();
     wait_until(minute, "the meters online again", || {
@@ -756,6 +775,7 @@ async fn the_broker_the_webhook_the_cloud_and_the_meters_go_away_and_come_back_a
         })
     })
     .await;
+    wait_for_cleared(&site, line_alarm).await;
 
     // Everything was told, and the cloud has every seq.
     run.store(false, Ordering::SeqCst);
@@ -878,13 +898,7 @@ poll_interval_s = 1
             && futures_block(online(&site, "m2")) == Some(false)
     })
     .await;
-    wait_until(minute, "a comm alarm for the vanished line", || {
-        site.count(
-            "alarms.sqlite",
-            &format!("SELECT count(*) FROM alarm WHERE category = 'comm' AND raised_at >= {gone}"),
-        ) > 0
-    })
-    .await;
+    let line_alarm = wait_for_line_alarm(&site, gone).await;
     // Nothing read while the line is gone.
     let quiet = now_ms();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -904,6 +918,7 @@ poll_interval_s = 1
         site.newest("m1").is_some_and(|t| t >= back) && site.newest("m2").is_some_and(|t| t >= back)
     })
     .await;
+    wait_for_cleared(&site, line_alarm).await;
     stop_hub(&mut hub);
     bridge.abort();
     site.assert_no_damage("after the line came back");
