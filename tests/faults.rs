@@ -604,8 +604,11 @@ fn raised_since(site: &Site, rule: &str, since: i64) -> i64 {
 /// Waits for the line's comm alarm (`bus_offline`: nothing on it answers) raised since `since`
 /// (ms); its id.
 async fn wait_for_line_alarm(site: &Site, since: i64) -> i64 {
+    // An alarm cleared but not yet acknowledged is raised again, keeping its id and first
+    // raised_at: look for the raising.
     let sql = format!(
-        "SELECT coalesce(max(id), 0) FROM alarm WHERE rule = 'bus_offline' AND category = 'comm' AND raised_at >= {since}"
+        "SELECT coalesce(max(a.id), 0) FROM alarm a JOIN alarm_event e ON e.alarm = a.id
+         WHERE a.rule = 'bus_offline' AND a.category = 'comm' AND e.event = 'raised' AND e.ts >= {since}"
     );
     wait_until(Duration::from_secs(60), "the line's comm alarm", || {
         site.count("alarms.sqlite", &sql) > 0
@@ -614,9 +617,11 @@ async fn wait_for_line_alarm(site: &Site, since: i64) -> i64 {
     site.count("alarms.sqlite", &sql)
 }
 
-/// Waits until alarm `id` has cleared.
-async fn wait_for_cleared(site: &Site, id: i64) {
-    let sql = format!("SELECT count(*) FROM alarm_event WHERE alarm = {id} AND event = 'cleared'");
+/// Waits until alarm `id` has cleared since `since` (ms).
+async fn wait_for_cleared(site: &Site, id: i64, since: i64) {
+    let sql = format!(
+        "SELECT count(*) FROM alarm_event WHERE alarm = {id} AND event = 'cleared' AND ts >= {since}"
+    );
     wait_until(
         Duration::from_secs(60),
         &format!("the line's comm alarm {id} cleared"),
@@ -775,7 +780,7 @@ async fn the_broker_the_webhook_the_cloud_and_the_meters_go_away_and_come_back_a
         })
     })
     .await;
-    wait_for_cleared(&site, line_alarm).await;
+    wait_for_cleared(&site, line_alarm, restarted).await;
 
     // Everything was told, and the cloud has every seq.
     run.store(false, Ordering::SeqCst);
@@ -918,7 +923,7 @@ poll_interval_s = 1
         site.newest("m1").is_some_and(|t| t >= back) && site.newest("m2").is_some_and(|t| t >= back)
     })
     .await;
-    wait_for_cleared(&site, line_alarm).await;
+    wait_for_cleared(&site, line_alarm, back).await;
     stop_hub(&mut hub);
     bridge.abort();
     site.assert_no_damage("after the line came back");
