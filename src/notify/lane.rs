@@ -175,7 +175,7 @@ pub async fn run(
             msg = rx.recv() => match msg {
                 None => break,
                 Some(LaneMsg::Push(row)) => {
-                    let wait = (row.not_before - Utc::now()).to_std().unwrap_or_default();
+                    let wait = hold(&row, Utc::now());
                     items.insert(row.id, Item { due: Instant::now() + wait, row });
                 }
                 Some(LaneMsg::Withdraw(ids)) => {
@@ -189,6 +189,17 @@ pub async fn run(
             }
         }
     }
+}
+
+/// How long a push still waits for its group's window to close: never longer than the window
+/// it was given. Its stamps are wall-clock time; a clock stepped back since they were made (a
+/// Pi booting with a stale clock, a push left in the outbox) held it for as many hours.
+fn hold(row: &OutboxRow, now: chrono::DateTime<Utc>) -> Duration {
+    let window = (row.not_before - row.created).to_std().unwrap_or_default();
+    (row.not_before - now)
+        .to_std()
+        .unwrap_or_default()
+        .min(window)
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -315,5 +326,48 @@ fn postpone(
             i.row.attempts += 1;
             i.due = now + backoff(i.row.attempts).max(pause);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(created: i64, window_s: i64) -> OutboxRow {
+        let created = chrono::DateTime::from_timestamp(created, 0).unwrap();
+        OutboxRow {
+            id: 1,
+            channel: "hook".into(),
+            department: "ops".into(),
+            alarm: 1,
+            event: "raised".into(),
+            urgent: window_s == 0,
+            group: 0,
+            created,
+            not_before: created + chrono::Duration::seconds(window_s),
+            payload: String::new(),
+            attempts: 0,
+        }
+    }
+
+    fn at(t: i64) -> chrono::DateTime<Utc> {
+        chrono::DateTime::from_timestamp(t, 0).unwrap()
+    }
+
+    #[test]
+    fn a_push_waits_out_what_is_left_of_its_window() {
+        assert_eq!(hold(&row(1000, 30), at(1010)), Duration::from_secs(20));
+        assert_eq!(hold(&row(1000, 30), at(1100)), Duration::ZERO);
+        assert_eq!(hold(&row(1000, 0), at(1000)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_since_the_push_was_stamped_holds_it_no_longer_than_its_window() {
+        // Stamped at 1000, the clock now three hours earlier.
+        assert_eq!(
+            hold(&row(1000, 30), at(1000 - 3 * 3600)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(hold(&row(1000, 0), at(1000 - 3 * 3600)), Duration::ZERO);
     }
 }

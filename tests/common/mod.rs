@@ -679,3 +679,268 @@ pub fn http_client() -> reqwest::Client {
 pub fn cookie_client() -> reqwest::Client {
     http_client_trusting(tokio_rustls::rustls::RootCertStore::empty(), true)
 }
+
+/// What an uplink receiver took (2xx answers only), in arrival order.
+#[derive(Debug, Default)]
+pub struct CloudLog {
+    /// Every `seq` of every batch it took, repeats included, as they came.
+    pub seqs: Vec<i64>,
+    pub requests: usize,
+    pub refused: usize,
+    /// Batches that did not read as DESIGN.md's uplink JSON.
+    pub problems: Vec<String>,
+}
+
+impl CloudLog {
+    /// The highest seq when every seq from 1 to it came at least once.
+    pub fn complete(&self) -> Option<i64> {
+        let set: std::collections::BTreeSet<i64> = self.seqs.iter().copied().collect();
+        let max = *set.iter().next_back()?;
+        (set.len() as i64 == max && *set.iter().next()? == 1).then_some(max)
+    }
+
+    /// The seqs missing between 1 and the highest (at most `n` of them).
+    pub fn gaps(&self, n: usize) -> Vec<i64> {
+        let set: std::collections::BTreeSet<i64> = self.seqs.iter().copied().collect();
+        let max = set.iter().next_back().copied().unwrap_or(0);
+        (1..=max).filter(|s| !set.contains(s)).take(n).collect()
+    }
+
+    /// Seqs that arrived for the first time below one that had already arrived: the records
+    /// were not sent oldest first.
+    pub fn out_of_order(&self) -> Vec<i64> {
+        let mut seen = std::collections::HashSet::new();
+        let mut high = 0;
+        let mut late = Vec::new();
+        for &s in &self.seqs {
+            if seen.insert(s) {
+                if s < high {
+                    late.push(s);
+                }
+                high = high.max(s);
+            }
+        }
+        late
+    }
+}
+
+/// A park brain's HTTP ingest on 127.0.0.1 (DESIGN.md's uplink): takes batches, refuses the
+/// requests `refuse(n)` picks with 503, and can go away and come back on the same port.
+#[derive(Clone)]
+pub struct Cloud {
+    pub addr: SocketAddr,
+    pub log: Arc<std::sync::Mutex<CloudLog>>,
+    refuse: Arc<dyn Fn(usize) -> bool + Send + Sync>,
+    stop: Arc<std::sync::Mutex<CancellationToken>>,
+}
+
+impl Cloud {
+    pub async fn start(refuse: impl Fn(usize) -> bool + Send + Sync + 'static) -> Self {
+        let mut c = Self {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            log: Default::default(),
+            refuse: Arc::new(refuse),
+            stop: Default::default(),
+        };
+        c.addr = c.serve(c.addr).await;
+        c
+    }
+
+    async fn serve(&self, addr: SocketAddr) -> SocketAddr {
+        use std::io::Read as _;
+        let (log, refuse) = (self.log.clone(), self.refuse.clone());
+        let take = move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let (log, refuse) = (log.clone(), refuse.clone());
+            async move {
+                let mut log = log.lock().unwrap();
+                let n = log.requests;
+                log.requests += 1;
+                if refuse(n) {
+                    log.refused += 1;
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let gz = headers
+                    .get("content-encoding")
+                    .is_some_and(|v| v.as_bytes() == b"gzip");
+                let json = if gz {
+                    let mut out = Vec::new();
+                    let _ = flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out);
+                    out
+                } else {
+                    body.to_vec()
+                };
+                match serde_json::from_slice::<serde_json::Value>(&json) {
+                    Ok(v) => {
+                        let mut seqs: Vec<i64> = ["readings", "alarms", "device_status"]
+                            .iter()
+                            .flat_map(|k| v[*k].as_array().cloned().unwrap_or_default())
+                            .filter_map(|r| r["seq"].as_i64())
+                            .collect();
+                        seqs.sort_unstable();
+                        let (f, l) = (v["first_seq"].as_i64(), v["last_seq"].as_i64());
+                        if seqs.first().copied() != f || seqs.last().copied() != l {
+                            log.problems
+                                .push(format!("batch {f:?}..={l:?} carries {seqs:?}"));
+                        }
+                        log.seqs.extend(seqs);
+                    }
+                    Err(e) => log.problems.push(format!("not JSON: {e}")),
+                }
+                axum::http::StatusCode::OK
+            }
+        };
+        let app = axum::Router::new().route("/ingest", axum::routing::post(take));
+        // The port may linger a moment after the last run closed it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("cloud bind {addr}: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot bind the cloud on {addr}: {e}"),
+            }
+        };
+        let bound = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        *self.stop.lock().unwrap() = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        });
+        bound
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/ingest", self.addr)
+    }
+
+    /// Goes away: the port refuses connections.
+    pub fn stop(&self) {
+        self.stop.lock().unwrap().cancel();
+    }
+
+    /// Comes back on the same port.
+    pub async fn restart(&self) {
+        self.serve(self.addr).await;
+    }
+
+    pub fn complete(&self) -> Option<i64> {
+        self.log.lock().unwrap().complete()
+    }
+}
+
+/// `parkhub run --config PATH` with extra environment, its stderr appended to `log`.
+pub fn spawn_hub(config: &Path, env: &[(&str, &str)], log: &Path) -> Child {
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_parkhub"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap()
+}
+
+/// SIGTERM, then waits (SIGKILL after 20 s).
+pub fn stop_hub(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The last `n` lines of a log, for a failure's message.
+pub fn tail(log: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// `PRAGMA integrity_check` of every `*.sqlite` in `dir`: (file, answer) for each not "ok".
+pub fn sqlite_damage(dir: &Path) -> Vec<(String, String)> {
+    let mut bad = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "sqlite") {
+            let answer = rusqlite::Connection::open(&p)
+                .and_then(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0)))
+                .unwrap_or_else(|e| e.to_string());
+            if answer != "ok" {
+                bad.push((p.display().to_string(), answer));
+            }
+        }
+    }
+    bad
+}
+
+/// Hex SHA-256, as `[[api.token]] sha256` takes a token.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+impl PtyPair {
+    /// A pair whose device nodes are reached through the symlinks `a` and `b` (socat's
+    /// `link=`): a pair started again with the same paths is the same serial line back.
+    pub fn linked(a: &Path, b: &Path) -> Self {
+        let mut child = Command::new("socat")
+            .args(["-d", "-d"])
+            .arg(format!("pty,raw,echo=0,link={}", a.display()))
+            .arg(format!("pty,raw,echo=0,link={}", b.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("socat is needed for the serial tests (./scripts/test installs it)");
+        let stderr = child.stderr.take().unwrap();
+        let mut reader = BufReader::new(stderr);
+        let mut opened = 0;
+        let mut line = String::new();
+        while opened < 2 {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                panic!("socat exited before opening two ptys");
+            }
+            if line.contains("PTY is ") {
+                opened += 1;
+            }
+        }
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while reader.read_line(&mut sink).unwrap_or(0) > 0 {
+                sink.clear();
+            }
+        });
+        // socat makes the links after it reports the ptys.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !(a.exists() && b.exists()) {
+            assert!(Instant::now() < deadline, "socat made no links");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self {
+            child,
+            a: a.to_path_buf(),
+            b: b.to_path_buf(),
+        }
+    }
+
+    /// The line vanishes: socat ends, its ptys close and its links go.
+    pub fn kill(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
