@@ -621,7 +621,7 @@ proptest! {
             + profile.ports.iter().map(|g| MAX_PORTS * g.points.len()).sum::<usize>();
         prop_assert!(d.values.len() <= most);
         for (name, value, _) in &d.values {
-            let known = profile.points.iter().any(|p| &*p.name == &**name)
+            let known = profile.points.iter().any(|p| *p.name == **name)
                 || profile.ports.iter().any(|g| {
                     name.strip_prefix(g.prefix.as_str())
                         .and_then(|r| r.split_once('.'))
