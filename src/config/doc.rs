@@ -273,6 +273,17 @@ impl<'a> Document<'a> {
             if d.key.is_empty() {
                 d.key = path.to_string();
             }
+            // A required key missing from the top of a file has no key around it to name: name
+            // the one to add.
+            if d.key.is_empty() {
+                if let Some(field) = e
+                    .message()
+                    .strip_prefix("missing field `")
+                    .and_then(|m| m.strip_suffix('`'))
+                {
+                    d.key = path.key(field).to_string();
+                }
+            }
             if !diags.contains(&d) {
                 diags.push(d);
             }

@@ -73,9 +73,30 @@ const ARRAYS: &[&str] = &[
     "inhibit",
 ];
 
+/// Largest config or profile file read. A park's config with a thousand devices is well under
+/// 1 MiB; a path that names a log, a disk image or `/dev/zero` by mistake must be refused, not
+/// read into memory whole.
+pub const MAX_FILE_BYTES: usize = 4 << 20;
+
+/// The text of a config or profile file, refused past [`MAX_FILE_BYTES`].
+pub(crate) fn read_text(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("the file is larger than {} MiB", MAX_FILE_BYTES >> 20),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| Error::new(ErrorKind::InvalidData, e))
+}
+
 /// Loads and checks the config at `path`, reading `${VAR}` from the process environment.
 pub fn load(path: &Path) -> Result<Loaded, Diagnostics> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_text(path).map_err(|e| {
         Diagnostics(vec![Diagnostic {
             file: path.display().to_string(),
             line: 1,
@@ -237,4 +258,48 @@ fn array<T: DeserializeOwned>(
 
 fn strip<T>(v: Vec<(usize, T)>) -> Vec<T> {
     v.into_iter().map(|(_, t)| t).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_file_over_the_size_cap_is_refused_with_its_name_not_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.toml");
+        // Valid TOML all the way: only its size is wrong.
+        let line = "# padding padding padding padding padding padding padding padding\n";
+        let text = format!(
+            "[hub]\nid = \"h\"\n{}",
+            line.repeat(MAX_FILE_BYTES / line.len())
+        );
+        assert!(text.len() > MAX_FILE_BYTES);
+        std::fs::write(&path, &text).unwrap();
+        let d = load(&path).unwrap_err();
+        assert_eq!(d.0.len(), 1, "{d}");
+        assert_eq!(d.0[0].file, path.display().to_string());
+        assert!(d.0[0].message.contains("larger than 4 MiB"), "{d}");
+    }
+
+    #[test]
+    fn a_config_file_just_under_the_cap_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.toml");
+        let mut text = String::from("[hub]\nid = \"h\"\n");
+        text.push_str(&"#".repeat(MAX_FILE_BYTES - text.len() - 1));
+        text.push('\n');
+        assert_eq!(text.len(), MAX_FILE_BYTES);
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(read_text(&path).unwrap(), text);
+    }
+
+    #[test]
+    fn a_config_file_that_is_not_utf8_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("latin1.toml");
+        std::fs::write(&path, b"[hub]\nid = \"caf\xe9\"\n").unwrap();
+        let d = load(&path).unwrap_err();
+        assert!(d.0[0].message.starts_with("cannot read config file"), "{d}");
+    }
 }

@@ -14,7 +14,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer};
 
 pub use doc::{expand_str, Diagnostic, Diagnostics, Document, KeyPath, Seg};
-pub use load::{load, load_str, Loaded};
+pub(crate) use load::read_text;
+pub use load::{load, load_str, Loaded, MAX_FILE_BYTES};
 pub use validate::MqttTopics;
 
 use crate::profile::{DataType, Function, Kind, WordOrder};

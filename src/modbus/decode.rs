@@ -225,7 +225,13 @@ pub fn encode(spec: &RegisterSpec, value: &Value) -> Vec<u16> {
                 DataType::F32 => (x as f32).to_be_bytes().to_vec(),
                 DataType::F64 => x.to_be_bytes().to_vec(),
                 DataType::Bcd => {
-                    let mut n = x.round().max(0.0) as u128;
+                    // Saturate at all nines as the other integer types saturate: a value past
+                    // the digits must not wrap to a small one (1e16 in four registers was 0).
+                    let most = u32::try_from(len * 4)
+                        .ok()
+                        .and_then(|d| 10u128.checked_pow(d))
+                        .map_or(u128::MAX, |p| p - 1);
+                    let mut n = (x.round().max(0.0) as u128).min(most);
                     let mut digits = vec![0u8; len * 4];
                     for d in digits.iter_mut().rev() {
                         *d = (n % 10) as u8;
@@ -382,6 +388,21 @@ mod tests {
                 got: 2
             })
         );
+    }
+
+    #[test]
+    fn a_bcd_value_past_its_digits_saturates_rather_than_wrapping_to_zero() {
+        // Found by the modbus_reply fuzz target: 9999999999999999 reads as 1e16 (the nearest
+        // f64), which encoded as 1 followed by 16 zeros, cut to the 16 zeros.
+        let mut s = spec(DataType::Bcd, WordOrder::CDAB);
+        s.length = 4;
+        let nines = [0x9999; 4];
+        let x = num(decode(&s, &nines));
+        assert_eq!(x, 1e16);
+        assert_eq!(encode(&s, &Value::Number(x)), nines);
+        s.length = 1;
+        assert_eq!(encode(&s, &Value::Number(12_345.0)), [0x9999]);
+        assert_eq!(encode(&s, &Value::Number(-3.0)), [0x0000]);
     }
 
     #[test]

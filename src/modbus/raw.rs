@@ -317,6 +317,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_line_that_streams_bytes_without_an_answer_keeps_its_buffer_capped() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = Endpoint::SerialServer(listener.local_addr().unwrap().to_string());
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = [0u8; 3];
+            s.read_exact(&mut got).await.unwrap();
+            // 1 MiB that a scanner keeps waiting on: a meter stuck talking, a wrong baud rate.
+            for _ in 0..256 {
+                if s.write_all(&[0x68; 4096]).await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let mut link = RawLink::open(&endpoint, Duration::from_secs(2), None)
+            .await
+            .unwrap();
+        let mut most = 0;
+        let got = link
+            .exchange(b"req", Duration::from_millis(500), |buf: &[u8]| {
+                most = most.max(buf.len());
+                Take::<()>::NeedMore
+            })
+            .await;
+        assert!(matches!(got, Err(RawError::NoAnswer(_))), "{got:?}");
+        // At most the cap and one read's chunk before it is cut back.
+        assert!(most >= MAX_BUFFER, "only {most} bytes arrived");
+        assert!(most < MAX_BUFFER + 256, "the buffer grew to {most} bytes");
+        assert!(link.buf.len() < MAX_BUFFER + 256);
+    }
+
+    #[tokio::test]
     async fn a_closed_connection_is_a_link_failure() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = Endpoint::RtuOverTcp(listener.local_addr().unwrap().to_string());

@@ -1395,6 +1395,22 @@ message = "busy"
 "#;
 
     #[test]
+    fn a_profile_without_a_required_top_level_key_names_that_key() {
+        // Found by the config_toml fuzz target: the diagnostic named no key at all.
+        let errs = parse(
+            "acme-station.toml",
+            &STATION.replace("id = \"acme-station\"", ""),
+        )
+        .unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|d| d.key == "id" && d.message == "missing field `id`"),
+            "{errs:?}"
+        );
+        assert!(errs.iter().all(|d| !d.key.is_empty()), "{errs:?}");
+    }
+
+    #[test]
     fn a_modbus_port_block_becomes_plain_points_stride_registers_apart() {
         let p = parse("acme-station.toml", STATION).unwrap();
         let names: Vec<&str> = p.points.iter().map(|p| &*p.name).collect();

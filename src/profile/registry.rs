@@ -78,7 +78,7 @@ impl ProfileRegistry {
             .collect();
         paths.sort();
         for path in paths {
-            match std::fs::read_to_string(&path) {
+            match crate::config::read_text(&path) {
                 Ok(text) => match parse_text(&path.display().to_string(), &text) {
                     Ok(p) => self.insert(p, ProfileSource::File(path)),
                     Err(mut d) => diags.append(&mut d),
@@ -139,5 +139,28 @@ fn file_error(path: &Path, message: String) -> Diagnostic {
         column: 1,
         key: String::new(),
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MAX_FILE_BYTES;
+
+    #[test]
+    fn a_profile_file_over_the_size_cap_is_refused_by_name_and_the_others_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundled = Bundled::get("mqtt-water-leak.toml").unwrap();
+        let good = String::from_utf8_lossy(&bundled.data)
+            .replace("id = \"mqtt-water-leak\"", "id = \"site-water-leak\"");
+        std::fs::write(dir.path().join("site-water-leak.toml"), &good).unwrap();
+        let huge = format!("{good}\n{}", "#\n".repeat(MAX_FILE_BYTES / 2));
+        std::fs::write(dir.path().join("huge.toml"), huge).unwrap();
+        let mut reg = ProfileRegistry::default();
+        let diags = reg.load_dir(dir.path());
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert!(diags[0].file.ends_with("huge.toml"), "{diags:?}");
+        assert!(diags[0].message.contains("larger than"), "{diags:?}");
+        assert!(reg.get("site-water-leak").is_some());
     }
 }
