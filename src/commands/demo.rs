@@ -717,3 +717,77 @@ fn headline(d: &DeviceState) -> String {
         .collect::<Vec<_>>()
         .join(" · ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn ports(copies: u16) -> DemoPorts {
+        DemoPorts {
+            charger_password_sha256: "0".repeat(64),
+            lines: (0..copies)
+                .map(|c| LinePorts {
+                    tcp: 20_000 + c,
+                    rtu: 21_000 + c,
+                    dlt645: 22_000 + c,
+                })
+                .collect(),
+            mqtt: 1883,
+            webhook_url: "http://127.0.0.1:9/alarm".into(),
+            webhook_secret: "s".into(),
+            token_sha256: "0".repeat(64),
+        }
+    }
+
+    #[test]
+    fn the_demo_at_scale_one_is_the_shipped_demo_config() {
+        let dir = std::path::Path::new("/tmp/parkhub-demo-test");
+        let p = ports(1);
+        let (_, text) = demo_config(dir, &p).unwrap();
+        assert_eq!(text, fill(dir, &p, &p.lines[0]));
+        assert!(!text.contains("${PARKHUB_DEMO"));
+    }
+
+    #[test]
+    fn a_scaled_demo_has_every_device_bus_and_charger_again_with_ids_and_ports_of_its_own() {
+        let dir = std::path::Path::new("/tmp/parkhub-demo-test");
+        let (one, _) = demo_config(dir, &ports(1)).unwrap();
+        let (ten, _) = demo_config(dir, &ports(10)).unwrap();
+        let (one, ten) = (&one.config, &ten.config);
+        assert_eq!(ten.devices.len(), 10 * one.devices.len());
+        assert_eq!(ten.buses.len(), 10 * one.buses.len());
+        let distinct = |v: Vec<String>| v.iter().collect::<BTreeSet<_>>().len() == v.len();
+        assert!(distinct(ten.devices.iter().map(|d| d.id.clone()).collect()));
+        assert!(distinct(
+            ten.buses.iter().filter_map(|b| b.address.clone()).collect()
+        ));
+        let chargers: Vec<String> = ten
+            .devices
+            .iter()
+            .filter_map(|d| d.charge_point_id.clone())
+            .collect();
+        assert_eq!(chargers.len(), 10 * CHARGERS.len());
+        assert!(distinct(chargers.clone()));
+        // The simulated chargers connect under the ids the config expects.
+        for copy in 0..10 {
+            for (cp, ..) in CHARGERS {
+                let id = format!("{cp}{}", copy_suffix(copy));
+                assert!(chargers.contains(&id), "{id}");
+            }
+        }
+        let pins: Vec<u8> = ten.devices.iter().filter_map(|d| d.pin).collect();
+        assert_eq!(pins, door_pins(10));
+        assert!(!pins.contains(&SIREN_PIN));
+        assert_eq!(ten.rules.len(), 10 * one.rules.len());
+    }
+
+    #[test]
+    fn copies_beyond_the_free_pins_have_no_door() {
+        let dir = std::path::Path::new("/tmp/parkhub-demo-test");
+        let (fifty, _) = demo_config(dir, &ports(50)).unwrap();
+        let doors = fifty.config.devices.iter().filter(|d| d.pin.is_some());
+        assert_eq!(doors.count(), door_pins(50).len());
+        assert_eq!(door_pins(50).len(), 25);
+    }
+}
