@@ -29,6 +29,7 @@ const BACKGROUND_CONNECTIONS: usize = 10;
 const ALARM_SPACING: Duration = Duration::from_millis(20);
 
 mod support;
+use support::{figure, Target};
 
 fn args() -> (usize, u64) {
     let bench = std::env::args().any(|a| a == "--bench");
@@ -303,6 +304,35 @@ departments = ["fire-control"]
         f[4]
     );
     println!("  worst                          {} ms", f[5]);
+    let ms = |s: &str| s.parse::<f64>().unwrap();
+    figure(
+        "alarm: publish to webhook under load, p50",
+        ms(f[3]),
+        2,
+        "ms",
+        Target::AtMost(10.0),
+    );
+    figure(
+        "alarm: publish to webhook under load, p99",
+        ms(f[4]),
+        2,
+        "ms",
+        Target::AtMost(50.0),
+    );
+    figure(
+        "alarm: publish to webhook under load, worst",
+        ms(f[5]),
+        2,
+        "ms",
+        Target::None,
+    );
+    figure(
+        "alarm: alarms lost",
+        (sent - arrived) as f64,
+        0,
+        "alarms",
+        Target::AtMost(0.0),
+    );
     println!(
         "  alarms arrived / raised        {arrived} / {sent} (lost: {}); stored open: {open}",
         sent - arrived

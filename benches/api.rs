@@ -23,6 +23,7 @@ use parkhub::reading::{Reading, Value};
 use sha2::{Digest, Sha256};
 
 mod support;
+use support::{figure, Target};
 
 const TOKEN: &str = "bench-token-0c1d";
 const CLIENTS: usize = 50;
@@ -74,17 +75,34 @@ fn main() {
             format!("/api/v1/devices/env-{:03}/latest", i % size.sensors)
         })
         .await;
-        report("latest", &latest, 10.0);
+        let p99 = report("latest", &latest, 10.0);
+        figure(
+            &format!("api: GET latest, {CLIENTS} clients, p99"),
+            p99,
+            2,
+            "ms",
+            Target::AtMost(10.0),
+        );
         let history = load(&base, size.history_rounds, |_| {
             format!(
                 "/api/v1/history?device=env-000&point=temperature&from={from}&to={now}&step=3600"
             )
         })
         .await;
-        report(
+        let p99 = report(
             &format!("{}-day history (step 3600)", size.days),
             &history,
             50.0,
+        );
+        figure(
+            &format!(
+                "api: GET {}-day history hourly, {CLIENTS} clients, p99",
+                size.days
+            ),
+            p99,
+            2,
+            "ms",
+            Target::AtMost(50.0),
         );
         let one = load_with(&base, 1, size.history_rounds * 10, |_| {
             format!(
@@ -232,7 +250,8 @@ async fn load_with(
     (all, started.elapsed())
 }
 
-fn report(what: &str, run: &(Vec<Duration>, Duration), target_ms: f64) {
+/// Prints a run's latencies; returns its p99 in ms.
+fn report(what: &str, run: &(Vec<Duration>, Duration), target_ms: f64) -> f64 {
     report_with(what, CLIENTS, run, target_ms)
 }
 
@@ -241,7 +260,7 @@ fn report_with(
     clients: usize,
     (lat, wall): &(Vec<Duration>, Duration),
     target_ms: f64,
-) {
+) -> f64 {
     let mut ms: Vec<f64> = lat.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     ms.sort_by(f64::total_cmp);
     let q = |p: f64| ms[((ms.len() as f64 * p).ceil() as usize).clamp(1, ms.len()) - 1];
@@ -253,6 +272,7 @@ fn report_with(
         ms[ms.len() - 1],
         ms.len() as f64 / wall.as_secs_f64()
     );
+    q(0.99)
 }
 
 /// The console's first load as a browser makes it: the page, then every file of the console
@@ -289,5 +309,12 @@ async fn page_weight(base: &str) {
         paths.len(),
         sent as f64 / 1024.0,
         raw as f64 / 1024.0
+    );
+    figure(
+        "api: console first load, gzip",
+        sent as f64 / 1024.0,
+        1,
+        "KB",
+        Target::AtMost(300.0),
     );
 }

@@ -17,6 +17,9 @@ use parkhub::config::HistoryConfig;
 use parkhub::profile::Kind;
 use parkhub::reading::{Reading, Value};
 use parkhub::store::{spawn_writer, History, SeriesDef, WriterOptions};
+
+mod support;
+use support::{figure, Target};
 use tokio::sync::mpsc;
 
 const TZ: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
@@ -161,6 +164,9 @@ fn main() {
         println!("  readings/s stored              {:.0} (target >= 200000)", sent as f64 / secs);
         println!("  on-disk bytes per reading      {:.1} (target <= 24; file {:.1} MB with rollups)", bytes as f64 / sent as f64, bytes as f64 / 1e6);
         println!("  bytes written per reading      {:.1} (WAL and checkpoints: what an SD card sees)", written as f64 / sent as f64);
+        figure("history: ingest through the writer", sent as f64 / secs, 0, "readings/s", Target::AtLeast(200_000.0));
+        figure("history: on-disk bytes per reading", bytes as f64 / sent as f64, 1, "bytes", Target::AtMost(24.0));
+        figure("history: bytes written per reading", written as f64 / sent as f64, 1, "bytes", Target::None);
 
         // 2. Query: 200 points read every 5 minutes for 30 days, then one point's 30 days hourly.
         let dir = tempfile::tempdir().unwrap();
@@ -181,6 +187,7 @@ fn main() {
         println!("history query: one point, {days} days, hourly ({rows} rows) in a history of {sent} readings of 200 points");
         println!("  median                         {:.2} ms (target <= 20 ms)", times[times.len() / 2]);
         println!("  p99                            {:.2} ms", times[times.len() * 99 / 100]);
+        figure("history: one point, 30 days hourly, median", times[times.len() / 2], 2, "ms", Target::AtMost(20.0));
 
         // 3. The cost of the arrival table: one point's last 10 minutes while the newest minutes
         //    of all 2 000 points (read every second) have not been moved yet.
@@ -201,5 +208,6 @@ fn main() {
         times.sort_by(|a, b| a.total_cmp(b));
         println!("history query: one point, last 10 minutes raw, {hot} readings not yet moved");
         println!("  median                         {:.2} ms", times[times.len() / 2]);
+        figure("history: one point, last 10 min raw, median", times[times.len() / 2], 2, "ms", Target::None);
     });
 }

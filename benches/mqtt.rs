@@ -21,6 +21,7 @@ use parkhub::config::load_str;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 mod support;
+use support::{figure, Target};
 
 fn connections(devices: usize) -> usize {
     std::env::var("PARKHUB_BENCH_CONNECTIONS")
@@ -256,6 +257,28 @@ async fn hub() {
         100.0 * cpu / elapsed
     );
     println!("  hub peak RSS                   {rss:.1} MB (target <= 60 MB)");
+    figure(
+        "mqtt: publish to taken in, sustained",
+        taken as f64 / elapsed,
+        0,
+        "msg/s",
+        Target::AtLeast(50_000.0),
+    );
+    figure(
+        "mqtt: messages lost",
+        acked.saturating_sub(taken) as f64,
+        0,
+        "messages",
+        Target::AtMost(0.0),
+    );
+    figure(
+        "mqtt: hub CPU",
+        100.0 * cpu / elapsed,
+        0,
+        "% of a core",
+        Target::None,
+    );
+    figure("mqtt: hub peak RSS", rss, 1, "MB", Target::AtMost(60.0));
     assert_eq!(acked, sent, "every publish acknowledged");
     assert_eq!(taken, acked, "nothing lost");
 }

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 mod support;
+use support::{figure, Target};
 
 const TOKEN: &str = "bench-token-7e2a";
 
@@ -250,6 +251,10 @@ fn main() {
             elapsed.as_secs_f64()
         );
         println!("  messages taken from the chargers: {rate:.1}/s");
+        let n = size.chargers;
+        figure(&format!("ocpp: hub CPU, {n} chargers"), cpu, 1, "% of a core", Target::AtMost(10.0));
+        figure(&format!("ocpp: hub RSS, {n} chargers"), rss, 1, "MB", Target::AtMost(80.0));
+        figure(&format!("ocpp: hub peak RSS, {n} chargers"), peak, 1, "MB", Target::None);
         assert_eq!(connected, size.chargers, "every charger still connected");
         assert!(msgs1 > msgs0, "the hub took no messages while measured");
     });

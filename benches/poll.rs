@@ -20,6 +20,8 @@ use parkhub::profile::ProfileRegistry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod support;
+
 const BUSES: usize = 4;
 const PROFILES: &[&str] = &[
     "chint-dtsu666",
@@ -195,4 +197,26 @@ async fn hub(seconds: u64, per_bus: usize) {
         100.0 * cpu / wall
     );
     println!("  readings stored                {stored}");
+    use support::{figure, Target};
+    figure(
+        "poll: requests per cycle / minimum",
+        per_cycle / minimum as f64,
+        2,
+        "ratio",
+        Target::AtMost(1.0),
+    );
+    figure(
+        "poll: errors",
+        (e1 - e0) as f64,
+        0,
+        "requests",
+        Target::AtMost(0.0),
+    );
+    figure(
+        "poll: hub CPU, 200 meters at 1 s",
+        100.0 * cpu / wall,
+        1,
+        "% of a core",
+        Target::AtMost(10.0),
+    );
 }

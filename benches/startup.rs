@@ -20,6 +20,7 @@ use parkhub::profile::ProfileRegistry;
 use tokio_util::sync::CancellationToken;
 
 mod support;
+use support::{figure, Target};
 
 struct Size {
     starts: usize,
@@ -80,11 +81,20 @@ fn start(config: &std::path::Path, dir: &std::path::Path) -> (Hub, Duration) {
 /// The binary measured: the one that ships when it is built (a stripped binary maps fewer
 /// pages, and mapped pages count in RSS), else the benchmark's own release build.
 fn binary() -> std::path::PathBuf {
-    let dist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dist/parkhub");
+    let dist = target_dir().join("dist/parkhub");
     if dist.exists() {
         dist
     } else {
         env!("CARGO_BIN_EXE_parkhub").into()
+    }
+}
+
+/// Where cargo builds: `CARGO_TARGET_DIR` when set (a shared target directory), else `target/`.
+fn target_dir() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => root.join(d),
+        None => root.join("target"),
     }
 }
 
@@ -186,6 +196,22 @@ fn main() {
         polled_ready.as_secs_f64() * 1000.0
     );
     println!("RSS idle {idle_rss:.1} MB (target ≤ 15 MB)");
+    let median_ms = percentile(&starts, 0.5).as_secs_f64() * 1000.0;
+    figure(
+        "startup: start to READY=1, median",
+        median_ms,
+        0,
+        "ms",
+        Target::AtMost(300.0),
+    );
+    figure("startup: RSS idle", idle_rss, 1, "MB", Target::AtMost(15.0));
+    figure(
+        &format!("startup: RSS polling {} meters", 4 * size.meters_per_bus),
+        polled_rss,
+        1,
+        "MB",
+        Target::AtMost(40.0),
+    );
     println!(
         "RSS polling {} meters every 5 s, after {} s: {polled_rss:.1} MB (target ≤ 40 MB)",
         4 * size.meters_per_bus,
@@ -197,15 +223,25 @@ fn main() {
         "armv7-unknown-linux-gnueabihf",
     ] {
         let path = if target.starts_with("x86_64") {
-            "target/dist/parkhub".to_string()
+            target_dir().join("dist/parkhub")
         } else {
-            format!("target/{target}/dist/parkhub")
+            target_dir().join(format!("{target}/dist/parkhub"))
         };
         match std::fs::metadata(&path) {
-            Ok(m) => println!(
-                "binary {target}: {:.1} MB ({path})",
-                m.len() as f64 / 1_048_576.0
-            ),
+            Ok(m) => {
+                println!(
+                    "binary {target}: {:.1} MB ({})",
+                    m.len() as f64 / 1_048_576.0,
+                    path.display()
+                );
+                figure(
+                    &format!("startup: binary size {target}"),
+                    m.len() as f64 / 1_048_576.0,
+                    1,
+                    "MB",
+                    Target::AtMost(15.0),
+                );
+            }
             Err(_) => println!("binary {target}: not built (./scripts/package builds it)"),
         }
     }

@@ -36,6 +36,9 @@ use serde::Deserialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+mod support;
+use support::{figure, Target};
+
 const TOKEN: &str = "bench-token";
 const SECRET: &str = "bench-secret";
 const BATCH_MAX: usize = 5000;
@@ -668,6 +671,35 @@ async fn hub() {
         end.get("dups"),
         end.get("repeats"),
         end.get("problems")
+    );
+    figure(
+        "uplink: backlog drain",
+        n as f64 / drain_s,
+        0,
+        "records/s",
+        Target::AtLeast(50_000.0),
+    );
+    figure(
+        "uplink: bytes on the wire per reading",
+        wire1 as f64 / n as f64,
+        1,
+        "bytes",
+        Target::AtMost(20.0),
+    );
+    figure(
+        "uplink: steady CPU, 500 points every 10 s",
+        100.0 * steady_cpu / steady_s,
+        2,
+        "% of a core",
+        Target::AtMost(2.0),
+    );
+    let lost = end.get("missing") + end.get("dups") + end.get("problems");
+    figure(
+        "uplink: seqs missing, duplicated or malformed",
+        lost as f64,
+        0,
+        "records",
+        Target::AtMost(0.0),
     );
     assert_eq!(end.get("problems"), 0, "every batch as DESIGN.md says");
     assert_eq!(end.get("max"), total as u64, "no seq beyond what was sent");

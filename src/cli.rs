@@ -230,6 +230,13 @@ pub struct DemoArgs {
     /// Seconds between the printed tables.
     #[arg(long, default_value_t = 5)]
     pub every: u64,
+    /// Run N copies of the simulated park (meter lines, sensors, chargers, scripted faults),
+    /// each with its own ids and ports: N times the load, for soak tests.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=50))]
+    pub scale: u16,
+    /// Serve the console and API here instead of 127.0.0.1:8080 (or a free port when taken).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Parses `1-247`, `5`, `1-10,20,30-32` into unit ids.

@@ -31,3 +31,25 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free loopback port")
 }
+
+/// What a figure must be to pass.
+#[derive(Clone, Copy)]
+pub enum Target {
+    AtMost(f64),
+    AtLeast(f64),
+    /// Shown for the record; nothing to meet.
+    None,
+}
+
+/// Prints one headline figure as a machine-readable line for `scripts/bench`:
+/// `FIGURE<TAB>name<TAB>value<TAB>unit<TAB>target` with target `<= X`, `>= X` or `-`. The value
+/// is printed as rounded as the human line shows it (`decimals`), so that the verdict is the
+/// one a reader of that line would give.
+pub fn figure(name: &str, value: f64, decimals: usize, unit: &str, target: Target) {
+    let target = match target {
+        Target::AtMost(x) => format!("<= {x}"),
+        Target::AtLeast(x) => format!(">= {x}"),
+        Target::None => "-".into(),
+    };
+    println!("FIGURE\t{name}\t{value:.decimals$}\t{unit}\t{target}");
+}

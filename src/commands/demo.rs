@@ -73,34 +73,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let profiles =
         ProfileRegistry::bundled().map_err(|d| anyhow::anyhow!("bundled profiles: {d:?}"))?;
     let shutdown = CancellationToken::new();
-    let tcp_sim = Simulator::new();
-    for &(unit, id) in TCP_METERS {
-        tcp_sim.add(unit, profiles.get(id).cloned().context(id)?);
+    let scale = usize::from(args.scale.max(1));
+    // Each copy of the park has its own meter lines, so a scaled demo polls N times the lines
+    // as a park of N times the buildings would, not N times the units on one line.
+    let mut lines = Vec::with_capacity(scale);
+    for _ in 0..scale {
+        lines.push(start_lines(&profiles, &shutdown).await?);
     }
-    let rtu_sim = Simulator::new();
-    for &(unit, id) in RTU_METERS {
-        rtu_sim.add(unit, profiles.get(id).cloned().context(id)?);
-    }
-    let tcp_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let rtu_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let tcp_port = tcp_listener.local_addr()?.port();
-    let rtu_port = rtu_listener.local_addr()?.port();
-    tokio::spawn(tcp_sim.clone().serve_tcp(tcp_listener, shutdown.clone()));
-    tokio::spawn(
-        rtu_sim
-            .clone()
-            .serve_rtu_over_tcp(rtu_listener, shutdown.clone()),
-    );
-    tokio::spawn(script_faults(rtu_sim.clone(), shutdown.clone()));
-    // A DL/T 645 meter behind its own serial server, as most Chinese meters speak.
-    let dlt_sim = crate::dlt645::sim::Simulator::new();
-    let dlt_address = DLT645_METER
-        .parse()
-        .map_err(|e| anyhow::anyhow!("the demo's DL/T 645 address: {e}"))?;
-    dlt_sim.add(dlt_address);
-    let dlt_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let dlt_port = dlt_listener.local_addr()?.port();
-    tokio::spawn(dlt_sim.clone().serve_tcp(dlt_listener, shutdown.clone()));
+    let (tcp_port, rtu_port, dlt_port) = (lines[0].tcp, lines[0].rtu, lines[0].dlt645);
 
     let mqtt_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -112,9 +92,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let token = crate::random::hex(16)?;
     let charger_password = crate::random::hex(12)?;
     let ports = DemoPorts {
-        tcp: tcp_port,
-        rtu: rtu_port,
-        dlt645: dlt_port,
+        lines,
         mqtt: mqtt_port,
         webhook_url: format!("http://{hook}/alarm"),
         webhook_secret: secret,
@@ -124,9 +102,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut loaded = demo_config(&data_dir, &ports)?;
     // DESIGN.md promises the console at 127.0.0.1:8080; when something else holds that port
     // (a second demo), a free one does.
-    loaded.0.config.api.listen = match std::net::TcpListener::bind(DEMO_LISTEN) {
-        Ok(_) => DEMO_LISTEN.parse()?,
-        Err(_) => "127.0.0.1:0".parse()?,
+    loaded.0.config.api.listen = match args.listen {
+        Some(at) => at,
+        None => match std::net::TcpListener::bind(DEMO_LISTEN) {
+            Ok(_) => DEMO_LISTEN.parse()?,
+            Err(_) => "127.0.0.1:0".parse()?,
+        },
     };
     // No default password: the demo's console user gets a new one each run.
     let password = crate::random::hex(8)?;
@@ -140,8 +121,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("writing {}", config_path.display()))?;
     // The demo's GPIO pins are simulated: the same config drives real ones on a Pi.
     let pins = crate::gpio::sim::SimPins::new();
-    pins.drive(DOOR_PIN, false);
-    tokio::spawn(script_door(pins.clone(), shutdown.clone()));
+    let doors = door_pins(scale);
+    for &pin in &doors {
+        pins.drive(pin, false);
+    }
+    tokio::spawn(script_door(pins.clone(), doors.clone(), shutdown.clone()));
     let mut app = App::start_with(&loaded.0, Some(Arc::new(pins))).await?;
     if !app.subscribed(Duration::from_secs(10)).await {
         anyhow::bail!("the hub did not subscribe to the demo's embedded broker within 10 s");
@@ -164,25 +148,27 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     // The EV chargers, each a charge point of its own playing sessions.
     let ocpp = app.ocpp_addr.unwrap_or(app.api_addr);
-    let mut controls = Vec::new();
-    for (i, &(cp, connectors, kw, vendor, model)) in CHARGERS.iter().enumerate() {
-        let (charger, control) = SimCharger::new(SimConfig {
-            url: format!("ws://{ocpp}/ocpp"),
-            charge_point_id: cp.to_string(),
-            password: (cp == LOCKED_CHARGER).then(|| charger_password.clone()),
-            connectors,
-            meter_interval: Duration::from_secs(10),
-            max_power_w: kw * 1000.0,
-            vendor: vendor.to_string(),
-            model: model.to_string(),
-            seed: i as u64 + 1,
-            autoplay: true,
-        });
-        tokio::spawn(charger.run(shutdown.clone()));
-        controls.push(control);
-    }
-    if let Some(hot) = controls.get(HOT_CHARGER).cloned() {
-        tokio::spawn(script_charger_fault(hot, shutdown.clone()));
+    for copy in 0..scale {
+        let mut controls = Vec::new();
+        for (i, &(cp, connectors, kw, vendor, model)) in CHARGERS.iter().enumerate() {
+            let (charger, control) = SimCharger::new(SimConfig {
+                url: format!("ws://{ocpp}/ocpp"),
+                charge_point_id: format!("{cp}{}", copy_suffix(copy)),
+                password: (cp == LOCKED_CHARGER).then(|| charger_password.clone()),
+                connectors,
+                meter_interval: Duration::from_secs(10),
+                max_power_w: kw * 1000.0,
+                vendor: vendor.to_string(),
+                model: model.to_string(),
+                seed: (copy * CHARGERS.len() + i) as u64 + 1,
+                autoplay: true,
+            });
+            tokio::spawn(charger.run(shutdown.clone()));
+            controls.push(control);
+        }
+        if let Some(hot) = controls.get(HOT_CHARGER).cloned() {
+            tokio::spawn(script_charger_fault(hot, shutdown.clone()));
+        }
     }
     let mut out = std::io::stdout();
 
@@ -204,6 +190,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
          \x20 console             http://{api}/  (user {DEMO_USER}, password for this run: {password})\n\
          \x20 API                 http://{api}/api/v1  (token for this run: {token})\n\
          \x20 history             {}\n\
+         {}\
          \x20 config              {}\n\
          \x20 what happens: a water meter drops out at 0:30, smoke at 1:00, the server-room door opens at\n\
          \x20 1:30, a trapped lift at 1:40, a forced door at 2:30, a fast charger's gun overheats at 3:20,\n\
@@ -218,6 +205,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
          \x20   mosquitto_sub -p {mqtt_port} -t 'park/#' -v\n\
          \x20 Ctrl-C stops{}.\n",
         app.db_path.display(),
+        if scale > 1 {
+            format!(
+                "\x20 scale               ×{scale}: {scale} copies of every meter line, sensor, charger and \
+                 scripted fault ({} with a door on GPIO), ids and charge points suffixed -02, -03, …; \
+                 the lines above are the first copy's\n",
+                doors.len()
+            )
+        } else {
+            String::new()
+        },
         config_path.display(),
         config_path.display(),
         if args.data_dir.is_none() {
@@ -258,12 +255,72 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What the demo fills into its config.
-struct DemoPorts {
-    charger_password_sha256: String,
+/// One copy of the park's meter lines: the ports of its simulated servers.
+struct LinePorts {
     tcp: u16,
     rtu: u16,
     dlt645: u16,
+}
+
+/// Starts one copy of the simulated meter lines (Modbus TCP gateway, water line behind a serial
+/// server with its flaky meter, DL/T 645 meter) on ports the OS picks.
+async fn start_lines(
+    profiles: &ProfileRegistry,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<LinePorts> {
+    let tcp_sim = Simulator::new();
+    for &(unit, id) in TCP_METERS {
+        tcp_sim.add(unit, profiles.get(id).cloned().context(id)?);
+    }
+    let rtu_sim = Simulator::new();
+    for &(unit, id) in RTU_METERS {
+        rtu_sim.add(unit, profiles.get(id).cloned().context(id)?);
+    }
+    let tcp_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let rtu_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let tcp = tcp_listener.local_addr()?.port();
+    let rtu = rtu_listener.local_addr()?.port();
+    tokio::spawn(tcp_sim.clone().serve_tcp(tcp_listener, shutdown.clone()));
+    tokio::spawn(
+        rtu_sim
+            .clone()
+            .serve_rtu_over_tcp(rtu_listener, shutdown.clone()),
+    );
+    tokio::spawn(script_faults(rtu_sim.clone(), shutdown.clone()));
+    // A DL/T 645 meter behind its own serial server, as most Chinese meters speak.
+    let dlt_sim = crate::dlt645::sim::Simulator::new();
+    let dlt_address = DLT645_METER
+        .parse()
+        .map_err(|e| anyhow::anyhow!("the demo's DL/T 645 address: {e}"))?;
+    dlt_sim.add(dlt_address);
+    let dlt_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let dlt645 = dlt_listener.local_addr()?.port();
+    tokio::spawn(dlt_sim.clone().serve_tcp(dlt_listener, shutdown.clone()));
+    Ok(LinePorts { tcp, rtu, dlt645 })
+}
+
+/// What tells copy `n` (0 is the park itself) of a scaled demo's ids apart.
+fn copy_suffix(copy: usize) -> String {
+    if copy == 0 {
+        String::new()
+    } else {
+        format!("-{:02}", copy + 1)
+    }
+}
+
+/// The door contacts' pins: the park's own, then free BCM pins for the copies of a scaled
+/// demo while there are any (the siren keeps its pin; copies beyond the free pins have no
+/// door).
+fn door_pins(scale: usize) -> Vec<u8> {
+    let spare = (2..=27u8).filter(|p| *p != DOOR_PIN && *p != SIREN_PIN);
+    std::iter::once(DOOR_PIN).chain(spare).take(scale).collect()
+}
+
+/// What the demo fills into its config.
+struct DemoPorts {
+    charger_password_sha256: String,
+    /// One per copy of the park; the first is the park itself.
+    lines: Vec<LinePorts>,
     mqtt: u16,
     webhook_url: String,
     webhook_secret: String,
@@ -272,15 +329,26 @@ struct DemoPorts {
 
 /// The demo config with its ports and directory filled in, and its text.
 fn demo_config(data_dir: &std::path::Path, p: &DemoPorts) -> anyhow::Result<(Loaded, String)> {
+    let mut text = fill(data_dir, p, &p.lines[0]);
+    if p.lines.len() > 1 {
+        text = scaled(&text, data_dir, p)?;
+    }
+    let loaded = config::load_str("config/demo.toml", &text, &PathBuf::from("."), &|_| None)
+        .map_err(|d| anyhow::anyhow!("the demo config does not check:\n{d}"))?;
+    Ok((loaded, text))
+}
+
+/// The demo config's text with `line`'s ports and the rest filled in.
+fn fill(data_dir: &std::path::Path, p: &DemoPorts, line: &LinePorts) -> String {
     // The placeholders stand in string values only, so a plain replacement is exact.
-    let text = DEMO_CONFIG
+    DEMO_CONFIG
         .replace(
             "${PARKHUB_DEMO_DATA}",
             &data_dir.display().to_string().replace('\\', "\\\\"),
         )
-        .replace("${PARKHUB_DEMO_TCP_PORT}", &p.tcp.to_string())
-        .replace("${PARKHUB_DEMO_RTU_PORT}", &p.rtu.to_string())
-        .replace("${PARKHUB_DEMO_DLT645_PORT}", &p.dlt645.to_string())
+        .replace("${PARKHUB_DEMO_TCP_PORT}", &line.tcp.to_string())
+        .replace("${PARKHUB_DEMO_RTU_PORT}", &line.rtu.to_string())
+        .replace("${PARKHUB_DEMO_DLT645_PORT}", &line.dlt645.to_string())
         .replace("${PARKHUB_DEMO_MQTT_PORT}", &p.mqtt.to_string())
         .replace("${PARKHUB_DEMO_WEBHOOK_URL}", &p.webhook_url)
         .replace(
@@ -292,10 +360,78 @@ fn demo_config(data_dir: &std::path::Path, p: &DemoPorts) -> anyhow::Result<(Loa
         .replace(
             "${PARKHUB_DEMO_CHARGER_PASSWORD_SHA256}",
             &p.charger_password_sha256,
-        );
-    let loaded = config::load_str("config/demo.toml", &text, &PathBuf::from("."), &|_| None)
-        .map_err(|d| anyhow::anyhow!("the demo config does not check:\n{d}"))?;
-    Ok((loaded, text))
+        )
+}
+
+/// The park of `base` and its copies (one per further entry of `p.lines`): every bus, device
+/// and device rule again with ids, names, topics, charge point ids and door pins of its own.
+fn scaled(base: &str, data_dir: &std::path::Path, p: &DemoPorts) -> anyhow::Result<String> {
+    use toml::{Table, Value};
+    let mut park: Table = base.parse().context("the demo config")?;
+    let doors = door_pins(p.lines.len());
+    for (copy, line) in p.lines.iter().enumerate().skip(1) {
+        let suffix = copy_suffix(copy);
+        let this: Table = fill(data_dir, p, line).parse().context("the demo config")?;
+        let tables = |key: &str| -> Vec<Table> {
+            this.get(key)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|v| v.as_table().cloned()).collect())
+                .unwrap_or_default()
+        };
+        let mut dropped = Vec::new();
+        let mut added: Vec<(&str, Table)> = Vec::new();
+        for mut bus in tables("bus") {
+            suffix_key(&mut bus, "id", &suffix);
+            added.push(("bus", bus));
+        }
+        for mut device in tables("device") {
+            if device.contains_key("pin") {
+                match doors.get(copy) {
+                    Some(&pin) => {
+                        device.insert("pin".into(), Value::Integer(pin.into()));
+                    }
+                    None => {
+                        dropped.extend(device.get("id").and_then(Value::as_str).map(String::from));
+                        continue;
+                    }
+                }
+            }
+            for key in ["id", "bus", "topic", "charge_point_id"] {
+                suffix_key(&mut device, key, &suffix);
+            }
+            suffix_key(&mut device, "name", &format!(" #{}", copy + 1));
+            added.push(("device", device));
+        }
+        for mut rule in tables("rule") {
+            let of = rule
+                .get("device")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if dropped.iter().any(|d| d == of) {
+                continue;
+            }
+            suffix_key(&mut rule, "device", &suffix);
+            added.push(("rule", rule));
+        }
+        for (key, t) in added {
+            if let Some(Value::Array(a)) = park.get_mut(key) {
+                a.push(Value::Table(t));
+            }
+        }
+    }
+    Ok(format!(
+        "# `parkhub demo --scale {}`: the demo park and {} copies of it.\n{}",
+        p.lines.len(),
+        p.lines.len() - 1,
+        toml::to_string(&park).context("the scaled demo config")?
+    ))
+}
+
+/// Appends `suffix` to the string at `key`, when there is one.
+fn suffix_key(t: &mut toml::Table, key: &str, suffix: &str) {
+    if let Some(toml::Value::String(s)) = t.get_mut(key) {
+        s.push_str(suffix);
+    }
 }
 
 /// The fast charger's gun overheats for 40 s from 3:20 of every five minutes (after a first
@@ -327,8 +463,12 @@ const DLT645_METER: &str = "000000001234";
 /// The server room's door contact (GPIO 22 in config/demo.toml).
 const DOOR_PIN: u8 = 22;
 
-/// The server room's door opens for 20 s from 1:30 of every five minutes, with a rattle.
-async fn script_door(pins: crate::gpio::sim::SimPins, shutdown: CancellationToken) {
+/// The fire control room's siren (GPIO 17 in config/demo.toml).
+const SIREN_PIN: u8 = 17;
+
+/// The server room's door (and its copies' in a scaled demo) opens for 20 s from 1:30 of every
+/// five minutes, with a rattle.
+async fn script_door(pins: crate::gpio::sim::SimPins, doors: Vec<u8>, shutdown: CancellationToken) {
     let mut at = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
         tokio::select! {
@@ -336,15 +476,21 @@ async fn script_door(pins: crate::gpio::sim::SimPins, shutdown: CancellationToke
             _ = tokio::time::sleep_until(at) => {}
         }
         for i in 0..6 {
-            pins.drive(DOOR_PIN, i % 2 == 0);
+            for &pin in &doors {
+                pins.drive(pin, i % 2 == 0);
+            }
             tokio::time::sleep(Duration::from_millis(4)).await;
         }
-        pins.drive(DOOR_PIN, true);
+        for &pin in &doors {
+            pins.drive(pin, true);
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(20)) => {}
         }
-        pins.drive(DOOR_PIN, false);
+        for &pin in &doors {
+            pins.drive(pin, false);
+        }
         at += Duration::from_secs(300);
     }
 }
@@ -570,4 +716,78 @@ fn headline(d: &DeviceState) -> String {
         })
         .collect::<Vec<_>>()
         .join(" · ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn ports(copies: u16) -> DemoPorts {
+        DemoPorts {
+            charger_password_sha256: "0".repeat(64),
+            lines: (0..copies)
+                .map(|c| LinePorts {
+                    tcp: 20_000 + c,
+                    rtu: 21_000 + c,
+                    dlt645: 22_000 + c,
+                })
+                .collect(),
+            mqtt: 1883,
+            webhook_url: "http://127.0.0.1:9/alarm".into(),
+            webhook_secret: "s".into(),
+            token_sha256: "0".repeat(64),
+        }
+    }
+
+    #[test]
+    fn the_demo_at_scale_one_is_the_shipped_demo_config() {
+        let dir = std::path::Path::new("/tmp/parkhub-demo-test");
+        let p = ports(1);
+        let (_, text) = demo_config(dir, &p).unwrap();
+        assert_eq!(text, fill(dir, &p, &p.lines[0]));
+        assert!(!text.contains("${PARKHUB_DEMO"));
+    }
+
+    #[test]
+    fn a_scaled_demo_has_every_device_bus_and_charger_again_with_ids_and_ports_of_its_own() {
+        let dir = std::path::Path::new("/tmp/parkhub-demo-test");
+        let (one, _) = demo_config(dir, &ports(1)).unwrap();
+        let (ten, _) = demo_config(dir, &ports(10)).unwrap();
+        let (one, ten) = (&one.config, &ten.config);
+        assert_eq!(ten.devices.len(), 10 * one.devices.len());
+        assert_eq!(ten.buses.len(), 10 * one.buses.len());
+        let distinct = |v: Vec<String>| v.iter().collect::<BTreeSet<_>>().len() == v.len();
+        assert!(distinct(ten.devices.iter().map(|d| d.id.clone()).collect()));
+        assert!(distinct(
+            ten.buses.iter().filter_map(|b| b.address.clone()).collect()
+        ));
+        let chargers: Vec<String> = ten
+            .devices
+            .iter()
+            .filter_map(|d| d.charge_point_id.clone())
+            .collect();
+        assert_eq!(chargers.len(), 10 * CHARGERS.len());
+        assert!(distinct(chargers.clone()));
+        // The simulated chargers connect under the ids the config expects.
+        for copy in 0..10 {
+            for (cp, ..) in CHARGERS {
+                let id = format!("{cp}{}", copy_suffix(copy));
+                assert!(chargers.contains(&id), "{id}");
+            }
+        }
+        let pins: Vec<u8> = ten.devices.iter().filter_map(|d| d.pin).collect();
+        assert_eq!(pins, door_pins(10));
+        assert!(!pins.contains(&SIREN_PIN));
+        assert_eq!(ten.rules.len(), 10 * one.rules.len());
+    }
+
+    #[test]
+    fn copies_beyond_the_free_pins_have_no_door() {
+        let dir = std::path::Path::new("/tmp/parkhub-demo-test");
+        let (fifty, _) = demo_config(dir, &ports(50)).unwrap();
+        let doors = fifty.config.devices.iter().filter(|d| d.pin.is_some());
+        assert_eq!(doors.count(), door_pins(50).len());
+        assert_eq!(door_pins(50).len(), 25);
+    }
 }
