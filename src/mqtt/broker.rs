@@ -139,9 +139,9 @@ pub async fn start(cfg: &MqttConfig) -> anyhow::Result<EmbeddedBroker> {
             // Messages wait here for the hub when it falls behind; rumqttd drops the oldest
             // segment when they are all full (it has no back-pressure). The log is kept after
             // delivery too, so its whole size is resident once traffic has filled it, at about
-            // three times the payload bytes it counts: 16 × 256 KiB grew a ten-park soak's RSS
-            // by 18 MB over its first 50 minutes. 1 MiB is a minute of a park's normal traffic
-            // and about 0.1 s of a 50 000 messages/s burst.
+            // three times the payload bytes it counts (heaptrack of a ten-park demo: about
+            // 740 KB a 256 KiB segment). 1 MiB is a minute of a park's normal traffic and about
+            // 0.1 s of a 50 000 messages/s burst.
             max_segment_size: 128 << 10,
             max_segment_count: 8,
             custom_segment: None,
