@@ -9,7 +9,7 @@ mod common;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{MqttDevice, Receiver};
@@ -120,16 +120,6 @@ fn pushed(hook: &Receiver) -> Vec<String> {
         .collect()
 }
 
-fn start(config: &Path, log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_parkhub"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "info,parkhub::store=debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_sheds_the_oldest_readings_raises_the_storage_alarm_and_keeps_alarms_and_pushes(
 ) {
@@ -190,7 +180,7 @@ departments = ["ops"]
     )
     .unwrap();
     let log = outside.path().join("hub.log");
-    let mut hub = start(&config, &log);
+    let mut hub = common::spawn_hub(&config, &[("RUST_LOG", "info,parkhub::store=debug")], &log);
     let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -228,6 +218,11 @@ departments = ["ops"]
     )
     .await;
     let (_, first_min, _) = stored(&data, "env-1", "temperature");
+    // The reserve is made on the writer's first maintenance tick, not before the hub is ready.
+    common::wait_until(Duration::from_secs(30), "the disk reserve is made", || {
+        data.join("history.reserve").exists()
+    })
+    .await;
 
     // Something else takes the disk but for 3 MB; the hub's own writing takes the rest down to
     // its 2 MB minimum, and history starts to rotate.
@@ -351,10 +346,11 @@ departments = ["ops"]
         "nothing more was shed once there was room"
     );
     assert_eq!(count as f64, max - min_after + 1.0, "no reading is missing");
-    assert!(
-        data.join("history.reserve").exists(),
-        "the reserve is made again"
-    );
+    // On the writer's next maintenance tick (every ten seconds).
+    common::wait_until(Duration::from_secs(30), "the reserve is made again", || {
+        data.join("history.reserve").exists()
+    })
+    .await;
 
     let _ = Command::new("kill")
         .args(["-TERM", &hub.id().to_string()])

@@ -228,6 +228,13 @@ pub(super) async fn metrics(_: Viewer, State(s): State<Ctx>) -> Result<Response,
         );
     }
 
+    gauge(
+        &mut reg,
+        "sqlite_memory_bytes",
+        "Memory SQLite holds across every database (page caches, statements)",
+        crate::store::sqlite_memory_used(),
+    );
+
     // Alarms, pushes and the uplink, from their databases.
     let uplink = g.uplink.clone();
     let (open, backlog, up) = super::read(&s, move |store| {

@@ -23,11 +23,11 @@ pub struct Incoming {
 }
 
 impl Incoming {
-    /// Tells the broker the message is taken care of (QoS 1 PUBACK).
-    pub async fn ack(&self) {
-        if self.acker.try_ack(&self.publish).is_err() {
-            let _ = self.acker.ack(&self.publish).await;
-        }
+    /// Tells the broker the message is taken care of (QoS 1 PUBACK); `false` when the client's
+    /// request queue has no room for it yet. Never waits for room: the task that empties that
+    /// queue (`run`) may itself be waiting for the taker of messages to take the next one.
+    pub fn try_ack(&self) -> bool {
+        self.acker.try_ack(&self.publish).is_ok()
     }
 }
 

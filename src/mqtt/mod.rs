@@ -11,7 +11,7 @@ pub mod decode;
 pub mod publisher;
 pub mod sim;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,9 +139,18 @@ impl MqttSource {
         let (tx, mut rx) = mpsc::channel::<Incoming>(2 * MAX_BATCH);
         let client = tokio::spawn(client::run(settings, tx, shutdown.clone()));
         let mut state = State::new(devices, routes, max_payload);
+        // Messages taken in whose acknowledgement found the client's request queue full. They
+        // are retried, never awaited: the client task empties that queue only between handing
+        // messages over, so waiting here for room while it waits to hand over the next message
+        // would stall both until the broker dropped the connection. At most the broker's
+        // in-flight window of them, as it sends no more unacknowledged.
+        let mut unacked: VecDeque<Incoming> = VecDeque::new();
+        let mut retry = tokio::time::interval(ACK_RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = retry.tick(), if !unacked.is_empty() => ack(&mut unacked),
                 msg = rx.recv() => match msg {
                     Some(first) => {
                         // Whatever else has arrived goes into the same batch: one hand-over to
@@ -156,9 +165,8 @@ impl MqttSource {
                         }
                         state.commit(batch, &hub).await;
                         // Acknowledged only once the hub has them.
-                        for msg in &taken {
-                            msg.ack().await;
-                        }
+                        unacked.extend(taken);
+                        ack(&mut unacked);
                     }
                     None => break,
                 },
@@ -172,6 +180,19 @@ impl MqttSource {
 
 /// Messages taken in one go.
 const MAX_BATCH: usize = 512;
+
+/// How soon an acknowledgement the client had no room for is tried again.
+const ACK_RETRY: Duration = Duration::from_millis(20);
+
+/// Acknowledges what it can, oldest first; the rest waits for the next try.
+fn ack(unacked: &mut VecDeque<Incoming>) {
+    while let Some(msg) = unacked.front() {
+        if !msg.try_ack() {
+            break;
+        }
+        unacked.pop_front();
+    }
+}
 
 /// What a batch of messages did, before it is handed over.
 #[derive(Default)]

@@ -90,6 +90,14 @@ CREATE VIEW IF NOT EXISTS sample_v(series, ts, value) AS
     UNION ALL SELECT series, ts, value FROM sample_hot;
 ";
 
+/// Bytes SQLite holds right now across every connection of the process (page caches,
+/// prepared statements, schema): the part of the hub's memory that grows with its databases.
+pub fn sqlite_memory_used() -> i64 {
+    // SAFETY: sqlite3_memory_used only reads SQLite's own counter (thread-safe in the bundled
+    // build, which is serialized).
+    unsafe { rusqlite::ffi::sqlite3_memory_used() }
+}
+
 /// Opens (creating if needed) the history database with the settings every connection needs.
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;

@@ -190,6 +190,11 @@ struct Writer {
     /// since, so it rotates at that size instead of shrinking to nothing when something else
     /// holds the disk.
     ceiling: Option<u64>,
+    /// No reading in `sample_hot` is older than this. The arrival table has no index (it is
+    /// appended to at full speed), so asking it for closed chunks reads all of it: at 200 000
+    /// readings a second that took longer than the ten seconds between two asks, and the
+    /// writer fell behind. Known, the ask is skipped until a chunk can have closed.
+    hot_floor: i64,
 }
 
 /// Closed chunks are moved a minute after they end: readings are stamped when their answer
@@ -217,6 +222,8 @@ impl Writer {
             free_unknown: false,
             reserve,
             ceiling: None,
+            // Unknown until the first move has looked.
+            hot_floor: i64::MIN,
         };
         w.register_series().context("registering series")?;
         w.states = last_states(&w.conn).context("reading the last states")?;
@@ -363,6 +370,7 @@ impl Writer {
             }
             if last_maintain.elapsed() >= self.opts.maintain_every {
                 self.make_room();
+                self.keep_reserve();
                 if let Err(e) = self.maintain(false) {
                     self.full |= is_full(&e);
                     self.note_error(format!("history maintenance: {e:#}"));
@@ -485,11 +493,6 @@ impl Writer {
             (true, Err(_)) => self.ceiling,
             (false, _) => None,
         };
-        if !verdict.low && !self.full {
-            if let Some(f) = free {
-                self.reserve.restore(f);
-            }
-        }
         if verdict.low != self.low {
             self.low = verdict.low;
             if verdict.low {
@@ -498,6 +501,17 @@ impl Writer {
                 info!("storage has room again");
             }
             self.stats.storage_low.send_replace(verdict.low);
+        }
+    }
+
+    /// Makes the disk reserve again once there is room for it. On the maintenance tick only:
+    /// its megabytes and their fsync would otherwise delay start-up (and READY) or a batch.
+    fn keep_reserve(&mut self) {
+        if self.low || self.full {
+            return;
+        }
+        if let Some(f) = self.disk_free() {
+            self.reserve.restore(f);
         }
     }
 
@@ -591,7 +605,10 @@ impl Writer {
                 };
                 match (number, &r.value) {
                     (Some(v), _) => {
-                        stmt.execute(params![id, r.ts.timestamp(), v])?;
+                        let ts = r.ts.timestamp();
+                        stmt.execute(params![id, ts, v])?;
+                        // Lowered even if the transaction fails: a floor may only be too low.
+                        self.hot_floor = self.hot_floor.min(ts);
                     }
                     (None, Value::Text(t))
                         if changed.get(&id).or(self.states.get(&id)) != Some(t) =>
@@ -633,6 +650,9 @@ impl Writer {
     /// stored for it, series by series, which also takes in readings that arrived late.
     fn move_closed(&mut self, now: i64) -> anyhow::Result<usize> {
         let boundary = chunk_start(chunk_of(now - GRACE_S));
+        if self.hot_floor >= boundary {
+            return Ok(0);
+        }
         let tx = self.conn.unchecked_transaction()?;
         let chunks: Vec<i64> = {
             let mut stmt = tx.prepare_cached(
@@ -642,6 +662,7 @@ impl Writer {
             it.collect::<rusqlite::Result<_>>()?
         };
         if chunks.is_empty() {
+            self.hot_floor = boundary;
             return Ok(0);
         }
         // Of two readings of one series in one second, the later arrival wins.
@@ -705,6 +726,7 @@ impl Writer {
             [boundary],
         )?;
         tx.commit()?;
+        self.hot_floor = boundary;
         Ok(moved)
     }
 
