@@ -118,6 +118,7 @@ impl App {
         )?;
         let engine_cfg = EngineConfig::from_loaded(loaded);
         let (feed, events) = AlarmFeed::new(&engine_cfg);
+        services.spawn(crate::memory::trim_task(stop_services.clone()));
         services.spawn(storage_alarm(
             writer.stats().storage_low.subscribe(),
             feed.clone(),
