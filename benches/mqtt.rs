@@ -54,6 +54,12 @@ fn args() -> (usize, u64, u64) {
 fn main() {
     // As the hub's binary does: the peak RSS measured here is the hub's.
     parkhub::memory::limit_malloc_arenas();
+    // Warnings to stderr: when messages are lost, rumqttd says why ("Read cursor start jumped":
+    // the hub fell more than the broker's log behind).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn,rumqttd::segments=off")
+        .with_writer(std::io::stderr)
+        .try_init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -3,23 +3,25 @@
 //! set), and inhibition (an alarm that explains others — a dead bus — silences them). After
 //! Prometheus Alertmanager's model. Pure code.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Category, Severity};
 
-/// What routes and inhibitions match on.
+/// What routes and inhibitions match on. Shared strings: every rule of every point of a device
+/// carries the same device, bus and place, and a park has thousands of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Labels {
     pub category: Category,
     pub severity: Severity,
-    pub rule: String,
+    pub rule: Arc<str>,
     /// The device's id (or the bus's, for a bus alarm).
-    pub device: String,
+    pub device: Arc<str>,
     /// The bus the device is on (or the bus itself).
-    pub bus: Option<String>,
-    pub building: Option<String>,
-    pub floor: Option<String>,
-    pub zone: Option<String>,
+    pub bus: Option<Arc<str>>,
+    pub building: Option<Arc<str>>,
+    pub floor: Option<Arc<str>>,
+    pub zone: Option<Arc<str>>,
 }
 
 impl Labels {

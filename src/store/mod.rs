@@ -111,6 +111,10 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
+    // 1 MiB of page cache a connection (SQLite's default is 2 MiB), so each cache is full
+    // within minutes and the hub's memory stays flat afterwards: at the default the caches
+    // grew 1.6 MB over the first hour of a ten-park soak, half the hub's growth.
+    conn.pragma_update(None, "cache_size", -1024)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(())
 }
