@@ -152,3 +152,17 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
 
 /// The file name of the history database inside `hub.data_dir`.
 pub const DB_FILE: &str = "history.sqlite";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_connection_keeps_at_most_a_mebibyte_of_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::open(&dir.path().join(super::DB_FILE)).unwrap();
+        let kib: i64 = conn
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap();
+        // Negative: a size in KiB, not in pages.
+        assert_eq!(kib, -1024);
+    }
+}
