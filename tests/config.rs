@@ -1,6 +1,7 @@
 //! Config and profile checks, from fixture files: every error at once, each with file, line and key.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use parkhub::config::{load, load_str, Diagnostic};
 use parkhub::profile::ProfileRegistry;
@@ -1218,4 +1219,41 @@ fn a_gpio_profile_has_one_bool_point_and_nothing_about_registers() {
         "point[0].register",
         "no meaning for a GPIO point",
     );
+}
+
+#[test]
+fn devices_alike_share_one_profile_and_one_rule_list_and_overrides_get_their_own() {
+    let mut text = String::from("[hub]\nid = \"h\"\n[mqtt]\nbroker = \"embedded\"\n");
+    for id in ["env-a", "env-b", "env-c", "env-d"] {
+        text += &format!("[[device]]\nid = \"{id}\"\nprofile = \"mqtt-env-sensor\"\n");
+        if id == "env-c" {
+            text += "[device.point.temperature]\nlabel = \"机房温度\"\n";
+        }
+    }
+    text += "[[rule]]\nid = \"dusty\"\ndevice = \"env-b\"\npoint = \"pm25\"\nhigh = 150.0\n";
+    let loaded = load_str("t.toml", &text, Path::new("/"), &|_| None).unwrap();
+
+    let shipped = loaded.profiles.get("mqtt-env-sensor").unwrap();
+    let profile = |id: &str| &loaded.device_profiles[id];
+    for id in ["env-a", "env-b", "env-d"] {
+        assert!(Arc::ptr_eq(profile(id), shipped), "{id} shares the profile");
+    }
+    assert!(!Arc::ptr_eq(profile("env-c"), shipped), "env-c has its own");
+    let label =
+        |p: &parkhub::profile::Profile| p.point("temperature").and_then(|t| t.label.clone());
+    assert_eq!(label(profile("env-c")).as_deref(), Some("机房温度"));
+    assert_ne!(
+        label(shipped).as_deref(),
+        Some("机房温度"),
+        "the shared profile is untouched"
+    );
+
+    let rules = |id: &str| &loaded.alarm_rules.devices[id];
+    assert!(Arc::ptr_eq(rules("env-a"), rules("env-d")));
+    assert!(
+        !Arc::ptr_eq(rules("env-a"), rules("env-b")),
+        "env-b has a rule more"
+    );
+    assert!(rules("env-b").iter().any(|r| r.id.starts_with("dusty")));
+    assert!(!rules("env-a").iter().any(|r| r.id.starts_with("dusty")));
 }

@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 use super::condition::{Cond, Debounce, Tracker, Verdict};
 use super::lifecycle::{Input, Life};
 use super::route::{self, Inhibit, Labels, Matcher, Route, Routing};
-use super::rules::{Rule, Target};
+use super::rules::{Rule, RuleList, Target};
 use super::store::{AlarmRow, AlarmStore, EventRow, Maintenance, OutboxRow, Shelf};
 use super::{is_urgent, AlarmKey, AlarmState, Category, EventKind, Scope, Severity};
 use crate::config::{Language, Loaded, Location, RouteConfig, RouteMatch};
@@ -258,7 +258,7 @@ pub struct DeviceMeta {
     pub location: Arc<Location>,
     /// The location's labels, shared by every slot of the device.
     pub place: Place,
-    pub rules: Vec<Arc<Rule>>,
+    pub rules: RuleList,
 }
 
 /// The parts of a location that routes match on.
@@ -286,7 +286,7 @@ pub struct EngineConfig {
     pub tz: Tz,
     pub language: Language,
     pub devices: HashMap<Arc<str>, DeviceMeta>,
-    pub buses: HashMap<Arc<str>, Vec<Arc<Rule>>>,
+    pub buses: HashMap<Arc<str>, RuleList>,
     /// The hub's own rules (its uplink).
     pub hub_rules: Vec<Arc<Rule>>,
     pub routes: Vec<Route>,
@@ -324,9 +324,7 @@ fn route_of(r: &RouteConfig) -> Route {
 impl EngineConfig {
     pub fn from_loaded(loaded: &Loaded) -> Self {
         let cfg = &loaded.config;
-        let rules = |list: Option<&Vec<Rule>>| -> Vec<Arc<Rule>> {
-            list.into_iter().flatten().cloned().map(Arc::new).collect()
-        };
+        let rules = |list: Option<&RuleList>| -> RuleList { list.cloned().unwrap_or_default() };
         let devices = cfg
             .devices
             .iter()
@@ -482,7 +480,7 @@ impl Engine {
         // an earlier run can have used, so groups of two runs never merge.
         let start = -Utc::now().timestamp_millis().saturating_mul(1000);
         let rules = cfg.devices.values().map(|d| d.rules.len()).sum::<usize>()
-            + cfg.buses.values().map(Vec::len).sum::<usize>()
+            + cfg.buses.values().map(|r| r.len()).sum::<usize>()
             + cfg.hub_rules.len();
         Self {
             slots: HashMap::with_capacity(rules),

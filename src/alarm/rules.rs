@@ -66,9 +66,14 @@ impl Target {
 /// Every device's and bus's rules, as the config check resolved them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AlarmRules {
-    pub devices: std::collections::BTreeMap<String, Vec<Rule>>,
-    pub buses: std::collections::BTreeMap<String, Vec<Rule>>,
+    pub devices: std::collections::BTreeMap<String, RuleList>,
+    pub buses: std::collections::BTreeMap<String, RuleList>,
 }
+
+/// A device's (or bus's) rules, shared by the devices whose profile and rules are the same:
+/// 2 000 sensors of one profile hold one list, not 2 000 copies (2.8 MB of the MQTT
+/// benchmark's peak, heaptrack).
+pub type RuleList = Arc<[Arc<Rule>]>;
 
 /// One rule of one device, ready to run.
 #[derive(Debug, Clone, PartialEq)]

@@ -226,8 +226,13 @@ pub fn summary(l: &Loaded) -> String {
             );
         }
     }
-    let rules: usize = l.alarm_rules.devices.values().map(Vec::len).sum::<usize>()
-        + l.alarm_rules.buses.values().map(Vec::len).sum::<usize>();
+    let rules: usize = l
+        .alarm_rules
+        .devices
+        .values()
+        .map(|r| r.len())
+        .sum::<usize>()
+        + l.alarm_rules.buses.values().map(|r| r.len()).sum::<usize>();
     out += &format!(
         "alarms: {} on {} and {}; {}, {}, {}\n",
         plural(rules, "rule"),

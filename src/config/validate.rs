@@ -571,7 +571,7 @@ fn check_devices(
                 );
                 match crate::profile::apply_overrides(profile, &d.point) {
                     Ok(p) => {
-                        resolved.device_profiles.insert(d.id.clone(), Arc::new(p));
+                        resolved.device_profiles.insert(d.id.clone(), p);
                     }
                     Err(errs) => {
                         for (point, field, msg) in errs {
@@ -819,7 +819,7 @@ fn check_mqtt_device<'p>(
     parts: &'p Parts,
     i: usize,
     d: &'p DeviceConfig,
-    profile: &Profile,
+    profile: &Arc<Profile>,
     resolved: &mut Resolved,
     topics: &mut HashMap<String, &'p str>,
 ) {
@@ -906,7 +906,7 @@ fn check_mqtt_device<'p>(
     }
     match crate::profile::apply_overrides(profile, &d.point) {
         Ok(p) => {
-            resolved.device_profiles.insert(d.id.clone(), Arc::new(p));
+            resolved.device_profiles.insert(d.id.clone(), p);
         }
         Err(errs) => {
             for (point, field, msg) in errs {
@@ -1200,6 +1200,9 @@ fn check_alarms(
 
     let mut errors = std::collections::BTreeSet::new();
     let mut fits: HashSet<usize> = HashSet::new();
+    // A device's rules follow from its profile and the rules that apply to it: devices alike in
+    // both share one list.
+    let mut shared: HashMap<(*const Profile, Vec<usize>), rules::RuleList> = HashMap::new();
     for (_, d) in &parts.devices {
         let Some(profile) = resolved.device_profiles.get(&d.id) else {
             continue;
@@ -1217,8 +1220,21 @@ fn check_alarms(
                 fits.insert(*i);
             }
         }
-        let (list, errs) = rules::device_rules(&d.id, profile, &mine);
-        errors.extend(errs);
+        let key = (Arc::as_ptr(profile), mine.iter().map(|(i, _)| *i).collect());
+        let list = match shared.get(&key) {
+            Some(list) => list.clone(),
+            None => {
+                let (list, errs) = rules::device_rules(&d.id, profile, &mine);
+                let list: rules::RuleList = list.into_iter().map(Arc::new).collect();
+                // Errors name the device: a list with errors is not shared, so that every
+                // device's are reported.
+                if errs.is_empty() {
+                    shared.insert(key, list.clone());
+                }
+                errors.extend(errs);
+                list
+            }
+        };
         resolved.alarm_rules.devices.insert(d.id.clone(), list);
     }
     for (i, r) in &usable {
@@ -1238,10 +1254,13 @@ fn check_alarms(
         c.err(KeyPath::from("rule").index(i).key(k), m);
     }
     for (_, b) in &parts.buses {
-        resolved
-            .alarm_rules
-            .buses
-            .insert(b.id.clone(), rules::bus_rules(&b.id, &usable));
+        resolved.alarm_rules.buses.insert(
+            b.id.clone(),
+            rules::bus_rules(&b.id, &usable)
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+        );
     }
 
     for (i, inh) in &parts.inhibits {

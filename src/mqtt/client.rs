@@ -1,7 +1,7 @@
 //! The hub's MQTT client (rumqttc): to the park's broker (`mqtt://`, `mqtts://` with rustls) or
-//! the embedded one. QoS 1 with a persistent session, so that what devices publish while the hub
-//! is briefly away waits for it; reconnects with back-off and subscribes again on every
-//! connection; acknowledges a message only once the hub has taken it in.
+//! the embedded one. A persistent session, and QoS 1 from the park's broker, so that what devices
+//! publish while the hub is briefly away waits for it; reconnects with back-off and subscribes
+//! again on every connection; acknowledges a message only once the hub has taken it in.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +36,9 @@ pub struct ClientSettings {
     pub options: MqttOptions,
     /// What it subscribes to after every (re)connection.
     pub filters: Vec<String>,
+    /// The QoS it subscribes with: 1 from the park's broker, 0 from the embedded one (see
+    /// `subscription_qos`).
+    pub qos: QoS,
     /// Shown in logs: the broker's address, never credentials.
     pub broker: String,
     /// Counts the broker's acknowledgements of our subscriptions (tests and the demo wait for
@@ -110,9 +113,29 @@ pub fn settings(
     Ok(ClientSettings {
         options,
         filters,
+        qos: subscription_qos(embedded.is_some()),
         broker,
         subscribed: tokio::sync::watch::Sender::new(0),
     })
+}
+
+/// QoS 1 from the park's broker: it outlives the hub, keeps what arrives while the hub restarts
+/// and sends again what the hub had not acknowledged.
+///
+/// QoS 0 from the embedded broker. It lives and dies with the hub's process, so an
+/// acknowledgement between the two protects nothing that a crash would not take anyway, and it
+/// costs what the hub can take in: rumqttd lets at most 100 QoS 1 messages to a client wait for
+/// their PUBACK (a constant in its router), and rumqttc writes each PUBACK on its own, so the
+/// hub could take in no more than 100 messages a round trip between the two, about 50 000
+/// messages/s on the 2-core benchmark machine, and less whenever it was busy. At QoS 0
+/// rumqttd still waits for the hub: it stops reading its log for a client whose outgoing buffer
+/// is full. The devices' own publishes stay QoS 1 to the broker.
+pub fn subscription_qos(embedded: bool) -> QoS {
+    if embedded {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    }
 }
 
 /// The fewest subscriptions that cover `topics`: one `first/#` per first level (an MQTT broker
@@ -139,6 +162,7 @@ pub async fn run(
     let ClientSettings {
         options,
         filters,
+        qos,
         broker,
         subscribed,
     } = settings;
@@ -161,7 +185,7 @@ pub async fn run(
                 backoff = new_backoff();
                 let subs = filters
                     .iter()
-                    .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                    .map(|f| rumqttc::SubscribeFilter::new(f.clone(), qos));
                 if let Err(e) = client.try_subscribe_many(subs) {
                     warn!(%broker, "MQTT subscribe failed: {e}");
                 }

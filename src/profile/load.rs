@@ -1250,9 +1250,11 @@ fn check_sums(points: &[Point]) -> Vec<(String, String)> {
 /// A device's view of a profile: its point overrides applied and checked. Errors come back as
 /// (point name, field, message) for the caller to locate in the config file.
 pub(crate) fn apply_overrides(
-    profile: &Profile,
+    profile: &Arc<Profile>,
     overrides: &BTreeMap<String, PointOverride>,
-) -> Result<Profile, Vec<(String, &'static str, String)>> {
+) -> Result<Arc<Profile>, Vec<(String, &'static str, String)>> {
+    // Most devices override nothing and share their profile: a private copy each was 1.7 KB a
+    // device, 3.5 MB of the MQTT benchmark's 2 000 sensors (heaptrack).
     if overrides.is_empty() {
         return Ok(profile.clone());
     }
@@ -1342,10 +1344,10 @@ pub(crate) fn apply_overrides(
     if !errs.is_empty() {
         return Err(errs);
     }
-    Ok(Profile {
+    Ok(Arc::new(Profile {
         points,
-        ..profile.clone()
-    })
+        ..Profile::clone(profile)
+    }))
 }
 
 #[cfg(test)]
@@ -1588,6 +1590,7 @@ values = { 0x55 = "empty", 170 = "full" }
                 ..Default::default()
             },
         );
+        let p = Arc::new(p);
         let d = apply_overrides(&p, &o).unwrap();
         let v = d.point("voltage").unwrap().register().unwrap();
         assert_eq!(
@@ -1612,7 +1615,7 @@ values = { 0x55 = "empty", 170 = "full" }
                 ..Default::default()
             },
         );
-        let errs = apply_overrides(&p, &o).unwrap_err();
+        let errs = apply_overrides(&Arc::new(p), &o).unwrap_err();
         assert_eq!(errs[0].0, "pf");
         assert_eq!(errs[0].1, "register");
     }
