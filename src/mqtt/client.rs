@@ -243,6 +243,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_hub_reads_its_embedded_broker_at_qos_0_and_a_park_broker_at_qos_1() {
+        let embedded: MqttConfig = toml::from_str("broker = \"embedded\"").unwrap();
+        let local = "127.0.0.1:1883".parse().unwrap();
+        let broker = EmbeddedBroker {
+            listen: local,
+            local,
+            login: None,
+        };
+        let s = settings(&embedded, "h", Some(&broker), vec![]).unwrap();
+        assert_eq!(s.qos, QoS::AtMostOnce);
+        assert!(
+            !s.options.clean_session(),
+            "a persistent session all the same"
+        );
+
+        let park: MqttConfig = toml::from_str("broker = \"mqtt://10.0.0.5:1883\"").unwrap();
+        let s = settings(&park, "h", None, vec![]).unwrap();
+        assert_eq!(s.qos, QoS::AtLeastOnce);
+        assert!(!s.options.clean_session());
+    }
+
+    #[test]
     fn few_wildcard_filters_cover_many_device_topics() {
         let topics = [
             "park/b3/2f/smoke-07",
