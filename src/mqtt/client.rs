@@ -122,12 +122,13 @@ pub fn settings(
 /// QoS 1 from the park's broker: it outlives the hub, keeps what arrives while the hub restarts
 /// and sends again what the hub had not acknowledged.
 ///
-/// QoS 0 from the embedded broker. It lives and dies with the hub's process, so an
-/// acknowledgement between the two protects nothing that a crash would not take anyway, and it
-/// costs what the hub can take in: rumqttd lets at most 100 QoS 1 messages to a client wait for
-/// their PUBACK (a constant in its router), and rumqttc writes each PUBACK on its own, so the
-/// hub could take in no more than 100 messages a round trip between the two, about 50 000
-/// messages/s on the 2-core benchmark machine, and less whenever it was busy. At QoS 0
+/// QoS 0 from the embedded broker. It lives and dies with the hub's process, so a crash takes
+/// its messages either way; an acknowledgement would only have them sent again after the hub's
+/// own connection to it dropped while the process lived (the client stalled past 1.5 × its
+/// keep-alive), and it costs what the hub can take in: rumqttd lets at most 100 QoS 1 messages
+/// to a client wait for their PUBACK (a constant in its router), and rumqttc writes each PUBACK
+/// on its own, so the hub could take in no more than 100 messages a round trip between the two,
+/// about 50 000 messages/s on the 2-core benchmark machine, and less whenever it was busy. At QoS 0
 /// rumqttd still waits for the hub: it stops reading its log for a client whose outgoing buffer
 /// is full. The devices' own publishes stay QoS 1 to the broker.
 pub fn subscription_qos(embedded: bool) -> QoS {
